@@ -1,0 +1,99 @@
+"""`neumeta-dist train|eval|export …` — the user-facing commands."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _run_context(run: Path, overrides: list[str]):
+    """Config, data, family, teacher artefacts and last finished stage of a run directory."""
+    from . import checkpoint as ckpt
+    from .config import load_config
+    from .data import load_splits
+    from .teacher import family_from_config, teacher_dir
+
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise SystemExit(f"error: {cfg_path} not found: --run must be a run directory written by training")
+    cfg = load_config(cfg_path, overrides)
+    stages = sorted(p for p in run.glob("stage_*") if ckpt.is_complete(p))
+    if not stages:
+        raise SystemExit(f"error: {run} has no finished stage (no stage_*/COMPLETE): finish training first")
+    splits = load_splits(cfg.data, cfg.train.seed)
+    family = family_from_config(cfg, splits)
+    teacher = ckpt.load_torch(teacher_dir(cfg) / "teacher.pt", "teacher checkpoint")
+    reference = ckpt.load_torch(teacher_dir(cfg) / "reference.pt", "teacher reference")
+    return cfg, splits, family, teacher, reference, stages
+
+
+def cmd_eval(args) -> None:
+    from .evaluate import results_table
+    from .runtime import make_accelerator
+    from .train import evaluate_run
+
+    overrides = list(args.overrides) + [f"run_dir={args.run}"]
+    if args.widths:
+        overrides.append(f"eval.widths=[{args.widths}]")
+    if args.samples:
+        overrides.append(f"eval.samples={args.samples}")
+    cfg, splits, family, teacher, reference, stages = _run_context(Path(args.run), overrides)
+    acc = make_accelerator(cfg.train.seed)
+    results = evaluate_run(cfg, acc, splits, family, reference, teacher, stages[-1], len(stages))
+    if acc.is_main_process:
+        print(results_table(results))
+        print(f"wrote {Path(cfg.run_dir) / 'results.json'}")
+
+
+def cmd_export(args) -> None:
+    from .evaluate import merged_weights
+    from .export import materialise, save_exported
+    from .train import load_trained
+
+    cfg, _, family, _, reference, stages = _run_context(Path(args.run), list(args.overrides))
+    net = load_trained(cfg, family, reference, stages[-1])
+    weights = merged_weights(net, args.width, cfg.eval.samples, net.coord_noise)
+    plain = materialise(net, weights)
+    save_exported(plain, Path(args.out), args.width)
+    n = sum(p.numel() for p in plain.parameters())
+    print(f"exported width {args.width:g} ({n:,} parameters) to {args.out}; "
+          f"load with neumeta_dist.export.load_exported")
+
+
+def cmd_train(args) -> None:
+    from .train import main as train_main
+    train_main(["--config", args.config, *args.overrides])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="neumeta-dist", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="run the pipeline (same as launch/train.py)")
+    t.add_argument("--config", required=True)
+    t.add_argument("overrides", nargs="*")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="sweep widths of a trained run; writes results.{json,md} and the plot")
+    e.add_argument("--run", required=True, help="run directory, e.g. runs/demo")
+    e.add_argument("--widths", default="", help="comma-separated fractions, e.g. 0.25,0.5,1.0")
+    e.add_argument("--samples", type=int, default=0, help="noisy samples averaged per network")
+    e.add_argument("overrides", nargs="*")
+    e.set_defaults(fn=cmd_eval)
+
+    x = sub.add_parser("export", help="write a plain network at one width")
+    x.add_argument("--run", required=True)
+    x.add_argument("--width", type=float, required=True, help="fraction of full width, e.g. 0.5")
+    x.add_argument("--out", required=True)
+    x.add_argument("overrides", nargs="*")
+    x.set_defaults(fn=cmd_export)
+
+    args = p.parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

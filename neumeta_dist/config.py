@@ -1,0 +1,271 @@
+"""Typed configuration: dataclasses loaded from YAML (+ `base:` inheritance) and `a.b=c` overrides.
+
+Every error is one line naming the file or override, the key, and what is allowed; unknown
+keys are errors, never ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def choice(default: str, *allowed: str):
+    return field(default=default, metadata={"choices": (default, *allowed)})
+
+
+@dataclass
+class DataConfig:
+    dataset: str = choice("fashion-mnist", "cifar10", "cifar100", "synthetic")
+    root: str = ""  # "" = the dataset's standard location
+    download: bool = False  # torchvision download, where the network allows
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    num_workers: int = 0
+    val_fraction: float = 0.1  # held out of the training split for model selection
+    train_limit: int = 0  # 0 = every training sample; > 0 for quick runs
+    test_limit: int = 0
+    augment: bool = False
+
+
+@dataclass
+class ModelConfig:
+    family: str = choice("resnet20", "resnet56", "resnet18", "resnet50")
+    width: float = 1.0  # multiplier of the family's stage channels (the teacher width)
+    channels: list[int] = field(default_factory=list)  # explicit stage channels; overrides width
+
+
+@dataclass
+class TeacherConfig:
+    checkpoint: str = ""  # load this teacher instead of training one
+    epochs: int = 2
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class SmoothingConfig:
+    enabled: bool = True
+    two_opt_rounds: int = 50  # improvement passes of the TSP heuristic
+
+
+@dataclass
+class MetaConfig:
+    """What the INR generates and which channel groups change with the width."""
+
+    generated: str = choice("all", "last_block")
+    scale: str = choice("inner", "all")  # inner: hidden widths of blocks; all: streams too
+    min_width: float = 0.25  # training range, as fractions of the full width
+    max_width: float = 1.0
+    residual: str = choice("fold", "skipinit")  # how generated blocks replace BN
+
+
+@dataclass
+class INRConfig:
+    hidden: int = 128
+    layers: int = 3
+    num_freqs: int = 8
+    activation: str = choice("relu", "elu", "gelu", "silu")
+    residual_scale: float = 0.1
+    heads: str = choice("per_tensor", "shared")
+    coord_noise: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    ce: float = 1.0
+    kd: float = 0.0
+    kd_temperature: float = 4.0
+    recon: float = 1.0
+    recon_weighting: str = choice("abs", "none")  # element weights ∝ |w_teacher|, or plain MSE
+    reg: float = 1e-4
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    max_steps: int = 0  # > 0 caps the number of optimiser steps
+    widths_per_step: int = 4  # micro-batches per step: one at full width, the rest sampled
+    recon_warmup_steps: int = 0  # data-free fit of the INR to the teacher before task losses
+    recon_warmup_lr: float = 3e-3
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 0
+    schedule: str = choice("cosine", "constant")
+    grad_clip: float = 10.0
+    clip_mode: str = choice("value", "norm")
+    ema_decay: float = 0.995
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 0  # steps between checkpoints; 0 = only at the end
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class EvalConfig:
+    widths: list[float] = field(default_factory=lambda: [0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.875, 1.0])
+    samples: int = 1  # noisy coordinate samples averaged into one network (1 = noise-free)
+    use_ema: bool = True
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    inr: INRConfig = field(default_factory=INRConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Hash of everything but run_dir: ties checkpoints to the config that wrote them."""
+        d = self.to_dict()
+        d.pop("run_dir")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    raw: dict = _read_yaml_chain(Path(path)) if path else {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=1e-3")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value), source=f"override {item!r}")
+    cfg = _build(Config, raw, prefix="", source=str(path) if path else "defaults")
+    _validate(cfg, source=str(path) if path else "defaults")
+    return cfg
+
+
+def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found (pass an existing YAML, e.g. configs/demo.yaml)")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path}: 'base' chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: top level must be a mapping of sections")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = _read_yaml_chain((path.parent / base), seen + (path.resolve(),))
+    return _merge(parent, data)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _set_dotted(raw: dict, key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def _build(cls, raw: Any, prefix: str, source: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {source}: section {prefix.rstrip('.') or '<top>'} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"config {source}: unknown key {prefix}{unknown[0]} "
+                          f"(allowed in {prefix.rstrip('.') or 'top level'}: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in raw.items():
+        kind, key = hints[name], prefix + name
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, key + ".", source)
+        else:
+            kwargs[name] = _coerce(value, kind, key, source)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind, key: str, source: str):
+    origin = typing.get_origin(kind)
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config {source}: {key} must be a list of {item.__name__}, got {value!r}")
+        return [_coerce(v, item, key, source) for v in value]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config {source}: {key} must be {kind.__name__}, got {value!r}")
+
+
+def _validate(cfg: Config, source: str) -> None:
+    def walk(obj, prefix):
+        for f in dataclasses.fields(obj):
+            value, key = getattr(obj, f.name), prefix + f.name
+            if dataclasses.is_dataclass(value):
+                walk(value, key + ".")
+            elif "choices" in f.metadata and value not in f.metadata["choices"]:
+                raise ConfigError(f"config {source}: {key}={value!r} is not allowed "
+                                  f"(allowed: {', '.join(f.metadata['choices'])})")
+    walk(cfg, "")
+    checks = [
+        (0 < cfg.meta.min_width <= cfg.meta.max_width <= 1, "meta.min_width/max_width",
+         "need 0 < min_width <= max_width <= 1"),
+        (all(0 < w <= 1 for w in cfg.eval.widths) and cfg.eval.widths, "eval.widths",
+         "need a non-empty list of fractions in (0, 1]"),
+        (cfg.train.widths_per_step >= 1, "train.widths_per_step", "need >= 1"),
+        (0 <= cfg.data.val_fraction < 1, "data.val_fraction", "need 0 <= val_fraction < 1"),
+        (cfg.data.batch_size >= 1, "data.batch_size", "need >= 1"),
+        (cfg.model.width > 0, "model.width", "need > 0"),
+        (0 <= cfg.train.ema_decay < 1, "train.ema_decay", "need 0 <= ema_decay < 1"),
+        (cfg.eval.samples >= 1, "eval.samples", "need >= 1"),
+        (cfg.inr.layers >= 0 and cfg.inr.hidden >= 1 and cfg.inr.num_freqs >= 1, "inr",
+         "need layers >= 0, hidden >= 1, num_freqs >= 1"),
+    ]
+    for ok, key, why in checks:
+        if not ok:
+            raise ConfigError(f"config {source}: {key}: {why}")
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+

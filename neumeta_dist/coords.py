@@ -1,0 +1,108 @@
+"""Coordinate tables: one row per generated element, built with tensor ops and cached per width.
+
+Every generated tensor (a layer's weight, and separately its bias) is one *entry* with its
+own INR head. A weight row addresses one (out, in) channel pair and carries a whole k×k
+kernel in the INR's K×K output (K = largest kernel generated; smaller kernels take the
+centre); a bias row addresses one output channel.
+
+Raw row fields: (entry, out_idx, in_idx, n_entries, out_size, in_size). `normalise` turns
+them into the INR input: the first three divided by the last three (a channel becomes a
+position in [0, 1) of the *current* width) and the sizes divided by a normalising width.
+Coordinate noise is added to the channel indices only: noise on the entry field would route
+rows to the wrong head (a defect of the reference code).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from .models.resnet import Layer
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One generated tensor: rows [start, end) of the table, produced by INR head `head`."""
+
+    name: str  # "<layer>.weight" or "<layer>.bias"
+    head: int
+    start: int
+    end: int
+    shape: tuple[int, ...]
+    kernel: int  # k of the conv; 1 for linear layers and biases
+    fan_in: int  # input channels (weights are divided by it); 1 for biases
+
+
+@dataclass
+class CoordTable:
+    index: torch.Tensor  # (N, 3) float32: entry, out_idx, in_idx
+    extent: torch.Tensor  # (N, 3) float32: n_entries, out_size, in_size
+    entries: tuple[Entry, ...]
+    norm_width: int
+
+    @property
+    def segments(self) -> list[tuple[int, int, int]]:
+        return [(e.head, e.start, e.end) for e in self.entries]
+
+    def __len__(self) -> int:
+        return self.index.shape[0]
+
+    def to(self, device) -> "CoordTable":
+        return CoordTable(self.index.to(device), self.extent.to(device), self.entries, self.norm_width)
+
+
+def build_table(layers: Sequence[Layer], sizes: Mapping[str, int], norm_width: int,
+                heads: Mapping[str, int] | None = None) -> CoordTable:
+    """Table for `layers` at channel `sizes`. `heads` maps entry name → head (default: own)."""
+    n_entries = 2 * len(layers)
+    index, extent, entries, start = [], [], [], 0
+    for li, spec in enumerate(layers):
+        o, i = sizes[spec.out_group], sizes[spec.in_group]
+        for kind, eid in (("weight", 2 * li), ("bias", 2 * li + 1)):
+            if kind == "weight":
+                out_idx, in_idx = torch.meshgrid(torch.arange(o), torch.arange(i), indexing="ij")
+                shape, kernel, fan_in = spec.weight_shape(sizes), max(spec.k, 1), i
+            else:
+                out_idx, in_idx = torch.arange(o), torch.zeros(o, dtype=torch.long)
+                shape, kernel, fan_in = (o,), 1, 1
+            n = out_idx.numel()
+            eids = torch.full((n,), float(eid))
+            index.append(torch.stack([eids, out_idx.flatten().float(), in_idx.flatten().float()], 1))
+            extent.append(torch.tensor([n_entries, o, fan_in], dtype=torch.float32).expand(n, 3))
+            name = f"{spec.name}.{kind}"
+            head = heads[name] if heads is not None else eid
+            entries.append(Entry(name, head, start, start + n, tuple(shape), kernel, fan_in))
+            start += n
+    return CoordTable(torch.cat(index), torch.cat(extent), tuple(entries), norm_width)
+
+
+def normalise(table: CoordTable, noise: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """INR input (N, 6); `noise` jitters the channel indices by U(−noise/2, noise/2).
+
+    A bias row's in-size is 1, so its jittered in-position would be pure noise: bias rows
+    keep their in-index (the `extent[:, 2] > 1` mask).
+    """
+    index = table.index
+    if noise > 0:
+        u = torch.rand(index.shape, generator=generator, device=index.device) - 0.5
+        u[:, 0] = 0.0
+        u[:, 2] *= (table.extent[:, 2] > 1)
+        index = index + noise * u
+    return torch.cat([index / table.extent, table.extent / table.norm_width], dim=1)
+
+
+def centre_columns(table: CoordTable, out_kernel: int) -> list[torch.Tensor | None]:
+    """Which of the K·K INR outputs each entry uses (None: all of them)."""
+    K = out_kernel
+    grid = torch.arange(K * K).view(K, K)
+    cols = []
+    for e in table.entries:
+        lo = (K - e.kernel) // 2
+        cols.append(None if e.kernel == K else grid[lo:lo + e.kernel, lo:lo + e.kernel].flatten())
+    return cols
+
+
+def split_output(outs: list[torch.Tensor], table: CoordTable) -> dict[str, torch.Tensor]:
+    """Per-entry INR outputs → tensors of their shapes, weights divided by their fan-in."""
+    return {e.name: o.reshape(e.shape) / e.fan_in for e, o in zip(table.entries, outs)}

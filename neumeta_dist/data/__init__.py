@@ -1,0 +1,1 @@
+from .sources import DataError, Splits, load_splits  # noqa: F401

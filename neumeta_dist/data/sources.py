@@ -1,0 +1,133 @@
+"""Small image datasets held in memory as normalised tensors: Fashion-MNIST, CIFAR-10/100.
+
+They are small enough (≤ 200 MB as float32) that decoding once and indexing tensors beats any
+per-sample pipeline on a 2-core machine. ImageNet goes through WebDataset shards instead.
+The training split is cut into train/val (a seeded split) so model selection never sees test.
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from ..config import DataConfig
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_HINT = ("install it with `apt-get install dataset-fashion-mnist` (as root), "
+                      "or set data.root to a folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]")
+
+
+class DataError(RuntimeError):
+    pass
+
+
+@dataclass
+class Splits:
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    num_classes: int
+    in_channels: int
+    image_size: int
+    name: str
+
+
+def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
+    loader = {"fashion-mnist": _fashion_mnist, "cifar10": _cifar(10), "cifar100": _cifar(100),
+              "synthetic": _synthetic}[cfg.dataset]
+    (xtr, ytr), (xte, yte), num_classes = loader(cfg)
+    xtr, ytr = _limit(xtr, ytr, cfg.train_limit)
+    xte, yte = _limit(xte, yte, cfg.test_limit)
+    mean = xtr.mean(dim=(0, 2, 3), keepdim=True)
+    std = xtr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    order = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(cfg.val_fraction * len(xtr)))
+    val, train = order[:n_val], order[n_val:]
+    return Splits(TensorDataset(xtr[train], ytr[train]), TensorDataset(xtr[val], ytr[val]),
+                  TensorDataset(xte, yte), num_classes, xtr.shape[1], xtr.shape[-1], cfg.dataset)
+
+
+def _limit(x, y, n):
+    return (x[:n], y[:n]) if n > 0 else (x, y)
+
+
+def _fashion_mnist(cfg: DataConfig):
+    root = Path(cfg.root or FASHION_MNIST_DIR)
+    if cfg.download:
+        from torchvision.datasets import FashionMNIST
+        FashionMNIST(str(root), train=True, download=True)
+        FashionMNIST(str(root), train=False, download=True)
+    folder = next((d for d in (root, root / "FashionMNIST" / "raw") if (d / "t10k-labels-idx1-ubyte.gz").exists()
+                   or (d / "t10k-labels-idx1-ubyte").exists()), None)
+    if folder is None:
+        raise DataError(f"Fashion-MNIST not found in {root}: {FASHION_MNIST_HINT}")
+    x_train = _read_idx(folder, "train-images-idx3-ubyte")
+    y_train = _read_idx(folder, "train-labels-idx1-ubyte")
+    x_test = _read_idx(folder, "t10k-images-idx3-ubyte")
+    y_test = _read_idx(folder, "t10k-labels-idx1-ubyte")
+    as_images = lambda a: torch.from_numpy(a).float().div_(255).unsqueeze(1)
+    as_labels = lambda a: torch.from_numpy(a.astype(np.int64))
+    return (as_images(x_train), as_labels(y_train)), (as_images(x_test), as_labels(y_test)), 10
+
+
+def _read_idx(folder: Path, stem: str) -> np.ndarray:
+    """IDX format: magic (2 zero bytes, dtype code, ndim), big-endian dims, then raw data."""
+    path = folder / f"{stem}.gz" if (folder / f"{stem}.gz").exists() else folder / stem
+    if not path.exists():
+        raise DataError(f"{path} is missing: {FASHION_MNIST_HINT}")
+    try:
+        data = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path} is corrupt ({e}): reinstall the dataset") from None
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated ({body.size} of {int(np.prod(dims))} bytes): reinstall the dataset")
+    return body.reshape(dims).copy()  # frombuffer is read-only; torch wants writable memory
+
+
+def _cifar(classes: int):
+    def load(cfg: DataConfig):
+        name = "cifar-10-batches-py" if classes == 10 else "cifar-100-python"
+        root = Path(cfg.root or "data")
+        folder = root / name if (root / name).is_dir() else root
+        if cfg.download:
+            from torchvision.datasets import CIFAR10, CIFAR100
+            (CIFAR10 if classes == 10 else CIFAR100)(str(root), download=True)
+            folder = root / name
+        files = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if classes == 10 else (["train"], ["test"])
+        key = b"labels" if classes == 10 else b"fine_labels"
+        return _cifar_part(folder, files[0], key), _cifar_part(folder, files[1], key), classes
+    return load
+
+
+def _cifar_part(folder: Path, files: list[str], key: bytes):
+    xs, ys = [], []
+    for f in files:
+        path = folder / f
+        if not path.exists():
+            raise DataError(f"{path} is missing: put the python-pickle CIFAR release in {folder} "
+                            "(data.root) or set data.download=true where the network allows")
+        with open(path, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
+        xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d[key], dtype=np.int64))
+    return torch.from_numpy(np.concatenate(xs)).float().div_(255), torch.from_numpy(np.concatenate(ys))
+
+
+def _synthetic(cfg: DataConfig):
+    """Learnable 10-class 1×16×16 images (a class is a template plus noise): for tests only."""
+    g = torch.Generator().manual_seed(1234)
+    templates = torch.randn(10, 1, 16, 16, generator=g)
+
+    def make(n):
+        y = torch.randint(0, 10, (n,), generator=g)
+        return templates[y] + 0.8 * torch.randn(n, 1, 16, 16, generator=g), y
+    return make(cfg.train_limit or 2048), make(cfg.test_limit or 512), 10

@@ -1,0 +1,101 @@
+"""Accuracy, the width sweep, and its outputs: results.json, results.md, the plot."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import TensorDataset
+
+
+@torch.no_grad()
+def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], data: TensorDataset, batch_size: int,
+             accelerator=None) -> float:
+    """Top-1 of `fn` over every sample once; ranks take contiguous slices and sum counts."""
+    x, y = data.tensors
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    lo, hi = rank * len(x) // world, (rank + 1) * len(x) // world
+    device = accelerator.device if accelerator else torch.device("cpu")
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for i in range(lo, hi, batch_size):
+        xb, yb = x[i:min(i + batch_size, hi)].to(device), y[i:min(i + batch_size, hi)].to(device)
+        correct += (fn(xb).argmax(1) == yb).sum()
+    if accelerator and world > 1:
+        correct = accelerator.reduce(correct, reduction="sum")
+    return correct.item() / max(len(x), 1)
+
+
+@torch.no_grad()
+def merged_weights(net, fraction: float, samples: int, noise: float, seed: int = 0) -> dict:
+    """The network at `fraction`: noise-free, or the mean of `samples` noisy generations."""
+    if samples <= 1:
+        net.eval()
+        return net.generate(fraction)
+    net.train()  # noise is only applied in training mode
+    g = torch.Generator(device=net.inr.w_in.device).manual_seed(seed)
+    total = None
+    for _ in range(samples):
+        w = net.generate(fraction, noise, g)
+        total = w if total is None else {k: total[k] + w[k] for k in total}
+    net.eval()
+    return {k: v / samples for k, v in total.items()}
+
+
+def sweep(net, widths: list[float], data: TensorDataset, batch_size: int, samples: int,
+          seen: Callable[[float], bool], accelerator=None) -> list[dict]:
+    full = net.params_at(1.0)
+    rows = []
+    for w in sorted(widths):
+        weights = merged_weights(net, w, samples, net.coord_noise)
+        acc = accuracy(lambda x: net(x, w, weights=weights)[0], data, batch_size, accelerator)
+        params = net.params_at(w)
+        rows.append({"width": w, "seen": bool(seen(w)), "params": params,
+                     "compression": 1.0 - params / full, "gamma": 1.0 - w, "accuracy": acc})
+    return rows
+
+
+def write_results(run_dir: Path, results: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (run_dir / "results.md").write_text(results_table(results))
+    plot(results, run_dir / "accuracy_vs_compression.png")
+
+
+def results_table(r: dict) -> str:
+    t = r["teacher"]
+    lines = [f"# {r['dataset']} · {r['model']} · recipe `{r['recipe']}`", "",
+             f"Teacher: accuracy {t['accuracy']:.4f}, {t['params']:,} parameters. "
+             f"Stages completed: {r['stages_completed']}; generated tensors: {len(r['generated_layers'])}.", "",
+             "| width | γ | seen | params | compression | accuracy | Δ teacher |",
+             "|---|---|---|---|---|---|---|"]
+    for w in r["widths"]:
+        lines.append(f"| {w['width']:.3f} | {w['gamma']:.0%} | {'yes' if w['seen'] else 'no'} | "
+                     f"{w['params']:,} | {w['compression']:.1%} | {w['accuracy']:.4f} | "
+                     f"{w['accuracy'] - t['accuracy']:+.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ws = r["widths"]
+    ax.axhline(r["teacher"]["accuracy"], color="k", ls="--", label="teacher (full width)")
+    ax.plot([w["compression"] for w in ws], [w["accuracy"] for w in ws], "-", color="C0",
+            label=f"metamorphic ({r['recipe']})")
+    for seen, marker, label in ((True, "o", "seen width"), (False, "x", "unseen width")):
+        pts = [w for w in ws if w["seen"] == seen]
+        if pts:
+            ax.scatter([w["compression"] for w in pts], [w["accuracy"] for w in pts], marker=marker,
+                       color="C0" if seen else "C3", zorder=3, label=label)
+    ax.set_xlabel("parameter compression (1 − params / teacher params)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{r['dataset']} · {r['model']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

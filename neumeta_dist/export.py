@@ -1,0 +1,52 @@
+"""A plain network at one width: generated once, saved, loadable without the INR."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .checkpoint import atomic_torch_save, load_torch
+from .models.resnet import ResNetFamily, apply_layer
+
+
+class PlainNet(nn.Module):
+    """The folded network (conv + bias) at fixed sizes; its forward is the family walker."""
+
+    def __init__(self, family: ResNetFamily, weights: dict[str, torch.Tensor], alphas: dict[str, float]):
+        super().__init__()
+        self.family, self.alphas = family, dict(alphas)
+        self.weights = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v.detach().clone())
+                                         for k, v in weights.items()})
+
+    def _w(self) -> dict[str, torch.Tensor]:
+        return {k.replace("__", "."): v for k, v in self.weights.items()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self._w()
+        return self.family.forward(x, lambda s, h: apply_layer(s, h, w), lambda b: self.alphas.get(b.name, 1.0))
+
+
+def materialise(net, weights: dict[str, torch.Tensor]) -> PlainNet:
+    """Generated tensors + the teacher's fixed ones + α values → one standalone network."""
+    full = {}
+    for spec in net.family.layers:
+        for kind in ("weight", "bias"):
+            name = f"{spec.name}.{kind}"
+            full[name] = weights[name] if name in weights else net.reference(name)
+    alphas = {b.name: float(net.alpha[k]) for b in net.family.blocks
+              if (k := "ref_" + b.name.replace(".", "_")) in net.alpha}
+    return PlainNet(net.family, {k: v.detach().cpu() for k, v in full.items()}, alphas)
+
+
+def save_exported(plain: PlainNet, path: Path, width: float) -> None:
+    atomic_torch_save({"family": dataclasses.asdict(plain.family), "width": width, "alphas": plain.alphas,
+                       "weights": plain._w()}, path)
+
+
+def load_exported(path: Path) -> PlainNet:
+    art = load_torch(path, "exported network")
+    fam = art["family"]
+    family = ResNetFamily(**{k: tuple(v) if isinstance(v, list) else v for k, v in fam.items()})
+    return PlainNet(family, art["weights"], art["alphas"]).eval()

@@ -1,0 +1,116 @@
+"""The first stage: train (or load) the full-width teacher, fold its BN, smooth its channels.
+
+Artefacts in `<run>/teacher/`: `teacher.pt` (BN state dict, family, test accuracy) and
+`reference.pt` (folded + permuted weights that the INR reconstructs and that fill every
+layer it does not generate, with the permutations and total-variation numbers).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .checkpoint import atomic_torch_save, load_torch
+from .config import Config
+from .data import Splits
+from .evaluate import accuracy
+from .models.resnet import ResNetFamily, Teacher, apply_layer, build_family, parameter_count
+from .runtime import Logger
+
+
+def family_from_config(cfg: Config, splits: Splits) -> ResNetFamily:
+    m = cfg.model
+    return build_family(m.family, m.width, tuple(m.channels) or None, splits.in_channels, splits.num_classes)
+
+
+def teacher_dir(cfg: Config) -> Path:
+    return Path(cfg.run_dir) / "teacher"
+
+
+def train_teacher(cfg: Config, accelerator, splits: Splits, family: ResNetFamily) -> dict:
+    """Train with SGD + cosine, or load `teacher.checkpoint`; returns the teacher artefact."""
+    path = teacher_dir(cfg) / "teacher.pt"
+    if path.exists():
+        return load_torch(path, "teacher checkpoint")
+    if cfg.teacher.checkpoint:
+        art = load_torch(Path(cfg.teacher.checkpoint), "teacher checkpoint (teacher.checkpoint)")
+        if art.get("family") != dataclasses.asdict(family):
+            raise ValueError(f"teacher.checkpoint {cfg.teacher.checkpoint} is a {art.get('family')} network, "
+                             f"the config asks for {dataclasses.asdict(family)}: fix model.* or the path")
+        return art
+    tc = cfg.teacher
+    model = Teacher(family)
+    opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
+                          nesterov=True)
+    loader = DataLoader(splits.train, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True)
+    accelerator.gradient_accumulation_steps = 1
+    model, opt, loader = accelerator.prepare(model, opt, loader)
+    total = max(1, tc.epochs * len(loader))  # per-rank batches: the schedule is stepped by hand
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    log = Logger(accelerator, Path(cfg.run_dir) / "tb" / "teacher", total, "teacher")
+    step = 0
+    for epoch in range(tc.epochs):
+        loader.set_epoch(epoch)
+        model.train()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y, label_smoothing=tc.label_smoothing)
+            accelerator.backward(loss)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            log.count(len(x) * accelerator.num_processes)
+            if step % cfg.train.log_every == 0:
+                ips = log.throughput()
+                log.scalars(step, {"teacher/loss": loss.item(), "teacher/lr": sched.get_last_lr()[0],
+                                   "teacher/images_per_s": ips})
+                log.progress(step, loss=loss.item(), img_s=ips)
+        model.eval()
+        val = accuracy(model, splits.val, cfg.data.eval_batch_size, accelerator)
+        log.scalars(step, {"teacher/val_accuracy": val})
+        log.print(f"teacher epoch {epoch + 1}/{tc.epochs}: val accuracy {val:.4f}")
+    net = accelerator.unwrap_model(model).eval()
+    test = accuracy(net, splits.test, cfg.data.eval_batch_size, accelerator)
+    log.print(f"teacher test accuracy {test:.4f}")
+    log.close()
+    art = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
+           "family": dataclasses.asdict(family), "accuracy": test,
+           "params": parameter_count(family, family.full_sizes())}
+    if accelerator.is_main_process:
+        atomic_torch_save(art, path)
+    accelerator.wait_for_everyone()
+    return art
+
+
+@torch.no_grad()
+def build_reference(cfg: Config, accelerator, family: ResNetFamily, art: dict, splits: Splits) -> dict:
+    """Folded (+ smoothed) teacher weights; checks the permutation kept the function."""
+    path = teacher_dir(cfg) / "reference.pt"
+    if path.exists():
+        return load_torch(path, "teacher reference")
+    teacher = Teacher(family)
+    teacher.load_state_dict(art["state_dict"])
+    folded = teacher.eval().folded()
+    ref = {"weights": folded, "perms": {}, "tv_before": None, "tv_after": None}
+    if cfg.smoothing.enabled:
+        from .smoothing import smooth
+        weights, perms, stats = smooth(family, folded, cfg.smoothing.two_opt_rounds)
+        x = splits.val.tensors[0][:256]
+        before = family.forward(x, lambda s, h: apply_layer(s, h, folded))
+        after = family.forward(x, lambda s, h: apply_layer(s, h, weights))
+        drift = (before - after).abs().max().item()
+        if drift > 1e-3 * max(1.0, before.abs().max().item()):
+            raise RuntimeError(f"smoothing changed the teacher's logits by {drift:.3g}: a permutation bug")
+        ref.update(weights=weights, perms=perms, tv_before=stats["tv_before"], tv_after=stats["tv_after"],
+                   logit_drift=drift)
+        if accelerator.is_main_process:
+            print(f"smoothing: total variation {stats['tv_before']:.4f} -> {stats['tv_after']:.4f}, "
+                  f"max logit change {drift:.2e}")
+    if accelerator.is_main_process:
+        atomic_torch_save(ref, path)
+    accelerator.wait_for_everyone()
+    return ref
