@@ -5,23 +5,25 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import checkpoint as ckpt
+
 
 def _run_context(run: Path, overrides: list[str]):
-    """Config, data, family, teacher artefacts and last finished stage of a run directory."""
-    from . import checkpoint as ckpt
+    """Config, data, family, teacher artefacts and stage plan of a run directory."""
     from .config import load_config
     from .data import load_splits
     from .teacher import family_from_config, teacher_dir
+    from .train import completed_stages, stage_plan
 
     cfg_path = run / "config.yaml"
     if not cfg_path.is_file():
         raise SystemExit(f"error: {cfg_path} not found: --run must be a run directory written by training")
     cfg = load_config(cfg_path, overrides)
-    stages = sorted(p for p in run.glob("stage_*") if ckpt.is_complete(p))
-    if not stages:
-        raise SystemExit(f"error: {run} has no finished stage (no stage_*/COMPLETE): finish training first")
     splits = load_splits(cfg.data, cfg.train.seed)
     family = family_from_config(cfg, splits)
+    stages = stage_plan(cfg, family)
+    if completed_stages(cfg, stages) == 0:
+        raise SystemExit(f"error: {run} has no finished stage (no stage_1/COMPLETE): finish training first")
     teacher = ckpt.load_torch(teacher_dir(cfg) / "teacher.pt", "teacher checkpoint")
     reference = ckpt.load_torch(teacher_dir(cfg) / "reference.pt", "teacher reference")
     return cfg, splits, family, teacher, reference, stages
@@ -39,20 +41,20 @@ def cmd_eval(args) -> None:
         overrides.append(f"eval.samples={args.samples}")
     cfg, splits, family, teacher, reference, stages = _run_context(Path(args.run), overrides)
     acc = make_accelerator(cfg.train.seed)
-    results = evaluate_run(cfg, acc, splits, family, reference, teacher, stages[-1], len(stages))
+    results = evaluate_run(cfg, acc, splits, family, reference, teacher, stages)
     if acc.is_main_process:
         print(results_table(results))
         print(f"wrote {Path(cfg.run_dir) / 'results.json'}")
 
 
 def cmd_export(args) -> None:
-    from .evaluate import merged_weights
+    from .evaluate import network_at
     from .export import materialise, save_exported
-    from .train import load_trained
+    from .train import calibration_batch, completed_stages, load_trained
 
-    cfg, _, family, _, reference, stages = _run_context(Path(args.run), list(args.overrides))
-    net = load_trained(cfg, family, reference, stages[-1])
-    weights = merged_weights(net, args.width, cfg.eval.samples, net.coord_noise)
+    cfg, splits, family, _, reference, stages = _run_context(Path(args.run), list(args.overrides) + [f"run_dir={args.run}"])
+    net = load_trained(cfg, family, reference, stages, completed_stages(cfg, stages))
+    weights = network_at(net, args.width, cfg.eval.samples, calibration_batch(cfg, splits))
     plain = materialise(net, weights)
     save_exported(plain, Path(args.out), args.width)
     n = sum(p.numel() for p in plain.parameters())
@@ -60,9 +62,33 @@ def cmd_export(args) -> None:
           f"load with neumeta_dist.export.load_exported")
 
 
+def cmd_plan(args) -> None:
+    from .config import load_config
+    from .data import load_splits
+    from .recipe import describe
+    from .teacher import family_from_config
+    from .train import stage_plan, steps_per_stage
+
+    cfg = load_config(args.config, args.overrides)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    family = family_from_config(cfg, splits)
+    print(describe(family, stage_plan(cfg, family), steps_per_stage(cfg, len(splits.train))))
+
+
+def cmd_individual(args) -> None:
+    from .config import load_config
+    from .individual import train_individual
+
+    cfg = load_config(args.config, args.overrides)
+    widths = [float(w) for w in args.widths.split(",")] if args.widths else cfg.eval.widths
+    for r in train_individual(cfg, widths):
+        print(f"width {r['width']:.3f}: {r['params']:,} params, accuracy {r['accuracy']:.4f}")
+
+
 def cmd_train(args) -> None:
     from .train import main as train_main
-    train_main(["--config", args.config, *args.overrides])
+    train_main(["--config", args.config, *(["--stage", str(args.stage)] if args.stage is not None else []),
+                *args.overrides])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,8 +97,20 @@ def main(argv: list[str] | None = None) -> None:
 
     t = sub.add_parser("train", help="run the pipeline (same as launch/train.py)")
     t.add_argument("--config", required=True)
+    t.add_argument("--stage", type=int, default=None, help="run only this stage (0 = teacher)")
     t.add_argument("overrides", nargs="*")
     t.set_defaults(fn=cmd_train)
+
+    pl = sub.add_parser("plan", help="print the stage plan: what each stage generates and its budget")
+    pl.add_argument("--config", required=True)
+    pl.add_argument("overrides", nargs="*")
+    pl.set_defaults(fn=cmd_plan)
+
+    i = sub.add_parser("individual", help="train one network per width on its own (the baseline)")
+    i.add_argument("--config", required=True)
+    i.add_argument("--widths", default="", help="comma-separated fractions; default: eval.widths")
+    i.add_argument("overrides", nargs="*")
+    i.set_defaults(fn=cmd_individual)
 
     e = sub.add_parser("eval", help="sweep widths of a trained run; writes results.{json,md} and the plot")
     e.add_argument("--run", required=True, help="run directory, e.g. runs/demo")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import json
 import typing
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    family: str = choice("resnet20", "resnet56", "resnet18", "resnet50")
+    family: str = choice("resnet20", "resnet56", "resnet18", "resnet50", "lenet")
     width: float = 1.0  # multiplier of the family's stage channels (the teacher width)
     channels: list[int] = field(default_factory=list)  # explicit stage channels; overrides width
 
@@ -65,11 +66,25 @@ class SmoothingConfig:
 class MetaConfig:
     """What the INR generates and which channel groups change with the width."""
 
-    generated: str = choice("all", "last_block")
+    generated: str = choice("authors", "blocks", "all", "last_block")  # see recipe.py
     scale: str = choice("inner", "all")  # inner: hidden widths of blocks; all: streams too
     min_width: float = 0.25  # training range, as fractions of the full width
     max_width: float = 1.0
-    residual: str = choice("fold", "skipinit")  # how generated blocks replace BN
+    norm: str = choice("skipinit", "fold", "recalib")  # how generated blocks replace BN
+    alpha_init: float = 0.0  # SkipInit's residual scale of a newly generated block (0: identity)
+    train_head: bool = True  # a classifier that is not generated is trained, shared across widths
+
+
+@dataclass
+class RecipeConfig:
+    """The stage plan and how each stage starts (recipe.py, inr_init.py)."""
+
+    name: str = "full"  # recorded in results.json: full, neumeta_last_block, no_incremental, ...
+    incremental: bool = True  # False: every unit in one stage
+    units_per_stage: int = 1
+    init: str = choice("copy", "random", "recon")  # a new unit's INR heads
+    warmup_steps: int = 0  # reconstruction warm-up of new heads (init=recon; any init if > 0)
+    warmup_lr: float = 3e-3
 
 
 @dataclass
@@ -85,25 +100,26 @@ class INRConfig:
 
 @dataclass
 class LossConfig:
-    ce: float = 1.0
+    ce: float = 100.0
     kd: float = 0.0
     kd_temperature: float = 4.0
     recon: float = 1.0
     recon_weighting: str = choice("abs", "none")  # element weights ∝ |w_teacher|, or plain MSE
-    reg: float = 1e-4
+    reg: float = 1e-3
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = 1.0
-    max_steps: int = 0  # > 0 caps the number of optimiser steps
+    epochs: float = 1.0  # per stage
+    max_steps: int = 0  # > 0 fixes the optimiser steps of each stage
     widths_per_step: int = 4  # micro-batches per step: one at full width, the rest sampled
-    recon_warmup_steps: int = 0  # data-free fit of the INR to the teacher before task losses
-    recon_warmup_lr: float = 3e-3
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
+    lr: float = 8e-4  # INR
+    weight_decay: float = 1e-4
+    lr_alpha: float = 1e-4  # SkipInit residual scales
+    lr_head: float = 7e-5  # shared classifier
+    shared_weight_decay: float = 1e-2
     warmup_steps: int = 0
-    schedule: str = choice("cosine", "constant")
+    schedule: str = choice("constant", "cosine")
     grad_clip: float = 10.0
     clip_mode: str = choice("value", "norm")
     ema_decay: float = 0.995
@@ -117,6 +133,7 @@ class TrainConfig:
 class EvalConfig:
     widths: list[float] = field(default_factory=lambda: [0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.875, 1.0])
     samples: int = 1  # noisy coordinate samples averaged into one network (1 = noise-free)
+    calib_samples: int = 1024  # training images that recalibrate each width (meta.norm=recalib)
     use_ema: bool = True
 
 
@@ -128,6 +145,7 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     inr: INRConfig = field(default_factory=INRConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -191,6 +209,7 @@ def _set_dotted(raw: dict, key: str, value: Any, source: str) -> None:
 
 
 def _build(cls, raw: Any, prefix: str, source: str):
+    raw = {} if raw is None else raw  # a section whose keys are all commented out
     if not isinstance(raw, dict):
         raise ConfigError(f"config {source}: section {prefix.rstrip('.') or '<top>'} must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -252,8 +271,11 @@ def _validate(cfg: Config, source: str) -> None:
         (all(0 < w <= 1 for w in cfg.eval.widths) and cfg.eval.widths, "eval.widths",
          "need a non-empty list of fractions in (0, 1]"),
         (cfg.train.widths_per_step >= 1, "train.widths_per_step", "need >= 1"),
+        (cfg.recipe.units_per_stage >= 1, "recipe.units_per_stage", "need >= 1"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction", "need 0 <= val_fraction < 1"),
         (cfg.data.batch_size >= 1, "data.batch_size", "need >= 1"),
+        (all(math.isfinite(v) and v > 0 for v in (cfg.train.lr, cfg.train.lr_alpha, cfg.train.lr_head,
+                                                  cfg.teacher.lr)), "train.lr*/teacher.lr", "need finite > 0"),
         (cfg.model.width > 0, "model.width", "need > 0"),
         (0 <= cfg.train.ema_decay < 1, "train.ema_decay", "need 0 <= ema_decay < 1"),
         (cfg.eval.samples >= 1, "eval.samples", "need >= 1"),

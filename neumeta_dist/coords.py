@@ -53,24 +53,32 @@ class CoordTable:
 
 
 def build_table(layers: Sequence[Layer], sizes: Mapping[str, int], norm_width: int,
-                heads: Mapping[str, int] | None = None) -> CoordTable:
-    """Table for `layers` at channel `sizes`. `heads` maps entry name → head (default: own)."""
-    n_entries = 2 * len(layers)
+                heads: Mapping[str, int] | None = None, entry_ids: Mapping[str, int] | None = None,
+                n_entries: int | None = None) -> CoordTable:
+    """Table for `layers` at channel `sizes`.
+
+    `entry_ids`/`n_entries` fix each tensor's entry coordinate against the *whole* plan
+    (default: position in `layers`), so a head sees the same entry coordinate in every stage
+    however many tensors are active. `heads` maps tensor name → head (default: its entry).
+    """
+    names = [f"{spec.name}.{kind}" for spec in layers for kind in ("weight", "bias")]
+    entry_ids = entry_ids if entry_ids is not None else {n: i for i, n in enumerate(names)}
+    n_entries = n_entries if n_entries is not None else len(names)
     index, extent, entries, start = [], [], [], 0
-    for li, spec in enumerate(layers):
+    for spec in layers:
         o, i = sizes[spec.out_group], sizes[spec.in_group]
-        for kind, eid in (("weight", 2 * li), ("bias", 2 * li + 1)):
+        for kind in ("weight", "bias"):
             if kind == "weight":
                 out_idx, in_idx = torch.meshgrid(torch.arange(o), torch.arange(i), indexing="ij")
                 shape, kernel, fan_in = spec.weight_shape(sizes), max(spec.k, 1), i
             else:
                 out_idx, in_idx = torch.arange(o), torch.zeros(o, dtype=torch.long)
                 shape, kernel, fan_in = (o,), 1, 1
-            n = out_idx.numel()
+            name = f"{spec.name}.{kind}"
+            n, eid = out_idx.numel(), entry_ids[name]
             eids = torch.full((n,), float(eid))
             index.append(torch.stack([eids, out_idx.flatten().float(), in_idx.flatten().float()], 1))
             extent.append(torch.tensor([n_entries, o, fan_in], dtype=torch.float32).expand(n, 3))
-            name = f"{spec.name}.{kind}"
             head = heads[name] if heads is not None else eid
             entries.append(Entry(name, head, start, start + n, tuple(shape), kernel, fan_in))
             start += n

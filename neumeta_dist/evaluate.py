@@ -29,29 +29,42 @@ def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], data: TensorDataset, ba
 @torch.no_grad()
 def merged_weights(net, fraction: float, samples: int, noise: float, seed: int = 0) -> dict:
     """The network at `fraction`: noise-free, or the mean of `samples` noisy generations."""
+    was = net.training
     if samples <= 1:
         net.eval()
-        return net.generate(fraction)
-    net.train()  # noise is only applied in training mode
-    g = torch.Generator(device=net.inr.w_in.device).manual_seed(seed)
-    total = None
-    for _ in range(samples):
-        w = net.generate(fraction, noise, g)
-        total = w if total is None else {k: total[k] + w[k] for k in total}
-    net.eval()
-    return {k: v / samples for k, v in total.items()}
+        out = net.generate(fraction)
+    else:
+        net.train()  # noise is only applied in training mode
+        g = torch.Generator(device=net.inr.w_in.device).manual_seed(seed)
+        total = None
+        for _ in range(samples):
+            w = net.generate(fraction, noise, g)
+            total = w if total is None else {k: total[k] + w[k] for k in total}
+        out = {k: v / samples for k, v in total.items()}
+    net.train(was)
+    return out
+
+
+def network_at(net, fraction: float, samples: int, calib_x: torch.Tensor | None = None) -> dict:
+    """The generated tensors evaluated and exported at `fraction`: merged samples, then the
+    per-width recalibration when `calib_x` (a calibration batch) is given (norms.py)."""
+    weights = merged_weights(net, fraction, samples, net.coord_noise)
+    if calib_x is None:
+        return weights
+    from .norms import recalibrate
+    return recalibrate(net, fraction, weights, calib_x.to(net.inr.w_in.device))
 
 
 def sweep(net, widths: list[float], data: TensorDataset, batch_size: int, samples: int,
-          seen: Callable[[float], bool], accelerator=None) -> list[dict]:
+          seen: Callable[[float], bool], accelerator=None, calib_x: torch.Tensor | None = None) -> list[dict]:
     full = net.params_at(1.0)
     rows = []
     for w in sorted(widths):
-        weights = merged_weights(net, w, samples, net.coord_noise)
+        weights = network_at(net, w, samples, calib_x)
         acc = accuracy(lambda x: net(x, w, weights=weights)[0], data, batch_size, accelerator)
         params = net.params_at(w)
         rows.append({"width": w, "seen": bool(seen(w)), "params": params,
-                     "compression": 1.0 - params / full, "gamma": 1.0 - w, "accuracy": acc})
+                     "compression": 1.0 - params / full, "accuracy": acc})
     return rows
 
 
@@ -70,7 +83,7 @@ def results_table(r: dict) -> str:
              "| width | γ | seen | params | compression | accuracy | Δ teacher |",
              "|---|---|---|---|---|---|---|"]
     for w in r["widths"]:
-        lines.append(f"| {w['width']:.3f} | {w['gamma']:.0%} | {'yes' if w['seen'] else 'no'} | "
+        lines.append(f"| {w['width']:.3f} | {1.0 - w['width']:.0%} | {'yes' if w['seen'] else 'no'} | "
                      f"{w['params']:,} | {w['compression']:.1%} | {w['accuracy']:.4f} | "
                      f"{w['accuracy'] - t['accuracy']:+.4f} |")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import atomic_torch_save, load_torch
+from .models import family_from_dict
 from .models.resnet import ResNetFamily, apply_layer
 
 
@@ -29,15 +30,11 @@ class PlainNet(nn.Module):
 
 
 def materialise(net, weights: dict[str, torch.Tensor]) -> PlainNet:
-    """Generated tensors + the teacher's fixed ones + α values → one standalone network."""
-    full = {}
-    for spec in net.family.layers:
-        for kind in ("weight", "bias"):
-            name = f"{spec.name}.{kind}"
-            full[name] = weights[name] if name in weights else net.reference(name)
-    alphas = {b.name: float(net.alpha[k]) for b in net.family.blocks
-              if (k := "ref_" + b.name.replace(".", "_")) in net.alpha}
-    return PlainNet(net.family, {k: v.detach().cpu() for k, v in full.items()}, alphas)
+    """Generated tensors + the fixed ones + α values → one standalone network."""
+    full = net.weights(weights)
+    tensors = {f"{spec.name}.{kind}": full[f"{spec.name}.{kind}"].detach().cpu()
+               for spec in net.family.layers for kind in ("weight", "bias")}
+    return PlainNet(net.family, tensors, {b: a.item() for b, a in net.alphas().items()})
 
 
 def save_exported(plain: PlainNet, path: Path, width: float) -> None:
@@ -47,6 +44,5 @@ def save_exported(plain: PlainNet, path: Path, width: float) -> None:
 
 def load_exported(path: Path) -> PlainNet:
     art = load_torch(path, "exported network")
-    fam = art["family"]
-    family = ResNetFamily(**{k: tuple(v) if isinstance(v, list) else v for k, v in fam.items()})
+    family = family_from_dict(art["family"])  # ResNet or LeNet, from the saved family's name
     return PlainNet(family, art["weights"], art["alphas"]).eval()

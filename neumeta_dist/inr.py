@@ -53,6 +53,7 @@ class INR(nn.Module):
         self.w_hid = nn.ParameterList([w for w, _ in hid])
         self.b_hid = nn.ParameterList([b for _, b in hid])
         self.res_scale = nn.Parameter(torch.full((layers, num_heads), residual_scale))
+        self.residual_scale = residual_scale
         self.w_out, self.b_out = _stacked(num_heads, hidden, out_dim)
 
     @property
@@ -88,6 +89,7 @@ class INR(nn.Module):
         """Random re-initialisation of one head (same law as at construction)."""
         for w, b in [(self.w_in, self.b_in), *zip(self.w_hid, self.b_hid), (self.w_out, self.b_out)]:
             _init_(w[head], b[head], generator)
+        self.res_scale[:, head] = self.residual_scale
 
 
 def _head_out(x, w, b, cols):

@@ -1,4 +1,9 @@
-"""INR initialisation: fit heads to the teacher before task losses start.
+"""INR initialisation: how a stage's new heads start, before task losses.
+
+Strategies (`recipe.init`): `copy` — a new unit's heads start as copies of the heads of the
+unit added just before it (a block's weights resemble its neighbour's; the 2025 recipe's
+default); `random` — fresh heads; `recon` — fresh heads fitted to the teacher's weights by a
+data-free reconstruction warm-up. `recipe.warmup_steps > 0` adds the warm-up to any strategy.
 
 At full width the target is the smoothed teacher itself. At a fraction f the target is the
 teacher *subsampled* along every shrunk channel axis at the positions the coordinates name
@@ -11,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from .losses import reconstruction
+from .recipe import Stage, matching_layers, predecessor
 
 
 def subsample_index(n: int, full: int, device=None) -> torch.Tensor:
@@ -30,10 +36,39 @@ def subsampled_target(net, name: str, fraction: float) -> torch.Tensor:
     return t
 
 
+def initialise_stage(net, stage: Stage, strategy: str, seed: int) -> list[str]:
+    """Set the heads of the units `stage` adds; returns the names of their tensors.
+
+    Random re-initialisation draws from a generator seeded by (seed, stage), so every rank
+    produces the same heads without communication.
+    """
+    gen = torch.Generator().manual_seed(seed * 1000 + stage.index)
+    tensors = lambda u: [f"{l.name}.{k}" for l in u.layers for k in ("weight", "bias")]
+    # A head shared with an earlier unit (inr.heads=shared) is already trained: leave it.
+    trained = {net.head_of(n) for u in stage.units if u not in stage.new for n in tensors(u)}
+    new = []
+    for unit in stage.new:
+        names = tensors(unit)
+        new += names
+        fresh = [net.head_of(n) for n in names if net.head_of(n) not in trained]
+        for h in fresh:
+            net.inr.reset_head(h, gen)
+        src = predecessor(stage.units, unit) if strategy == "copy" else None
+        if src is None:
+            continue
+        for a, b in matching_layers(src, unit):
+            for k in ("weight", "bias"):
+                if net.head_of(f"{b.name}.{k}") in fresh:
+                    net.inr.copy_head(net.head_of(f"{a.name}.{k}"), net.head_of(f"{b.name}.{k}"))
+    return new
+
+
 def reconstruction_warmup(net, steps: int, lr: float, fractions: list[float], weighting: str = "abs",
-                          log=None) -> float:
+                          log=None, names: list[str] | None = None) -> float:
     """Adam on the reconstruction loss alone, cycling through `fractions`; returns the last error.
 
+    `names` restricts the loss to some tensors (a stage's new ones): heads are independent,
+    so the others get zero gradients and plain Adam leaves them exactly as they were.
     Deterministic and data-free, so every rank does the same work and stays identical.
     """
     if steps <= 0:
@@ -44,6 +79,8 @@ def reconstruction_warmup(net, steps: int, lr: float, fractions: list[float], we
     for step in range(steps):
         f = fractions[step % len(fractions)]
         generated = net.generate(f, noise=0.0)
+        if names is not None:
+            generated = {n: generated[n] for n in names}
         loss = reconstruction(generated, lambda n: subsampled_target(net, n, f), weighting)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -56,10 +93,13 @@ def reconstruction_warmup(net, steps: int, lr: float, fractions: list[float], we
 
 
 @torch.no_grad()
-def reconstruction_error(net, fraction: float = 1.0) -> float:
+def reconstruction_error(net, fraction: float = 1.0, names: list[str] | None = None) -> float:
     """Plain MSE between generated and (subsampled) teacher weights, noise-free."""
     was = net.training
     net.eval()
-    err = reconstruction(net.generate(fraction), lambda n: subsampled_target(net, n, fraction), "none").item()
+    generated = net.generate(fraction)
+    if names is not None:
+        generated = {n: generated[n] for n in names}
+    err = reconstruction(generated, lambda n: subsampled_target(net, n, fraction), "none").item()
     net.train(was)
     return err

@@ -1,10 +1,19 @@
 """The metamorphic network: INR + coordinate tables + the family's functional forward.
 
-`MetamorphicNet.forward(x, fraction)` generates every generated tensor of the network at that
+`MetamorphicNet.forward(x, fraction)` generates every *active* tensor of the network at that
 width in one INR call, fills the remaining layers with the (smoothed, folded) teacher's
 weights, and runs the student functionally. Weight generation lives inside `forward` so that
 DDP's gradient hooks and DeepSpeed's parameter gathering see one ordinary module call, and
 autograd flows from the loss through the weights into the INR with no manual chain rule.
+
+The INR holds a head for every tensor of the whole stage plan from the start, and each
+tensor's entry coordinate is fixed against that plan; a stage only changes which layers are
+active (`activate`). So the parameter set — and every checkpoint's shape — is the same in
+every stage, and a stage hands off to the next by an ordinary `load_state_dict`.
+
+Shared, width-independent parameters beside the INR: SkipInit's residual scales α (one per
+planned block, initialised to `alpha_init`: 0 makes a newly generated block the identity) and,
+when the classifier is not generated, a trainable copy of the teacher's classifier.
 """
 from __future__ import annotations
 
@@ -17,18 +26,20 @@ from .config import INRConfig
 from .coords import CoordTable, build_table, centre_columns, normalise, split_output
 from .inr import INR
 from .models.resnet import Block, Layer, ResNetFamily, apply_layer, parameter_count
+from .recipe import metamorphic_groups
 
 
 class MetamorphicNet(nn.Module):
     def __init__(self, family: ResNetFamily, reference: Mapping[str, torch.Tensor],
-                 generated: tuple[Layer, ...], groups: frozenset[str], inr: INRConfig,
-                 residual: str = "fold"):
+                 planned: tuple[Layer, ...], inr: INRConfig, scale: str = "inner",
+                 norm: str = "skipinit", train_head: bool = False, alpha_init: float = 0.0):
         super().__init__()
-        self.family, self.generated, self.groups = family, generated, groups
+        self.family, self.planned, self.scale = family, planned, scale
         self.coord_noise = inr.coord_noise
-        self.kernel = max(max(l.k, 1) for l in generated)
+        self.kernel = max(max(l.k, 1) for l in planned)
         self.norm_width = max(family.full_sizes().values())
-        names = [f"{l.name}.{kind}" for l in generated for kind in ("weight", "bias")]
+        names = [f"{l.name}.{kind}" for l in planned for kind in ("weight", "bias")]
+        self.entry_ids = {n: i for i, n in enumerate(names)}
         self.heads = {n: (i if inr.heads == "per_tensor" else 0) for i, n in enumerate(names)}
         self.inr = INR(len(set(self.heads.values())), self.kernel ** 2, inr.hidden, inr.layers,
                        inr.num_freqs, inr.activation, inr.residual_scale)
@@ -36,13 +47,36 @@ class MetamorphicNet(nn.Module):
         # reconstruction target. Not persistent: it is rebuilt from the teacher artefact.
         for name, t in reference.items():
             self.register_buffer(_buf(name), t.detach().clone(), persistent=False)
-        gen_names = {l.name for l in generated}
+        planned_names = {l.name for l in planned}
         self.alpha = nn.ParameterDict()
-        if residual == "skipinit":  # a generated block starts as the identity (α = 0)
+        if norm == "skipinit":
             for b in family.blocks:
-                if any(c.name in gen_names for c in b.convs):
-                    self.alpha[_buf(b.name)] = nn.Parameter(torch.zeros(()))
+                if any(c.name in planned_names for c in b.convs):
+                    self.alpha[_buf(b.name)] = nn.Parameter(torch.tensor(float(alpha_init)))
+        self.shared = nn.ParameterDict()
+        if train_head and family.fc.name not in planned_names:
+            for kind in ("weight", "bias"):
+                self.shared[_buf(f"{family.fc.name}.{kind}")] = nn.Parameter(self.reference(f"{family.fc.name}.{kind}").clone())
         self._tables: dict[tuple, tuple[CoordTable, list]] = {}
+        self.activate(planned)
+
+    # --- what is generated ----------------------------------------------------------------
+    def activate(self, layers: tuple[Layer, ...]) -> None:
+        """Generate `layers` (a prefix of the plan's units) from now on; the rest is the teacher's."""
+        unknown = {l.name for l in layers} - {l.name for l in self.planned}
+        if unknown:
+            raise ValueError(f"layers {sorted(unknown)} are not in the INR's plan")
+        self.generated = tuple(layers)
+        self.groups = metamorphic_groups(self.family, self.generated, self.scale)
+        self._active_blocks = {b.name for b in self.family.blocks
+                               if any(c.name in {l.name for l in layers} for c in b.convs)}
+        self._tables.clear()
+
+    def generated_names(self) -> list[str]:
+        return [f"{l.name}.{kind}" for l in self.generated for kind in ("weight", "bias")]
+
+    def head_of(self, name: str) -> int:
+        return self.heads[name]
 
     # --- widths ---------------------------------------------------------------------------
     def sizes(self, fraction: float) -> dict[str, int]:
@@ -58,7 +92,8 @@ class MetamorphicNet(nn.Module):
         device = self.inr.w_in.device
         cached = self._tables.get(key)
         if cached is None or cached[0].index.device != device:
-            table = build_table(self.generated, sizes, self.norm_width, self.heads).to(device)
+            table = build_table(self.generated, sizes, self.norm_width, self.heads, self.entry_ids,
+                                len(self.entry_ids)).to(device)
             cols = [c if c is None else c.to(device) for c in centre_columns(table, self.kernel)]
             cached = self._tables[key] = (table, cols)
         return cached
@@ -66,7 +101,7 @@ class MetamorphicNet(nn.Module):
     # --- generation and forward -------------------------------------------------------------
     def generate(self, fraction: float, noise: float | None = None,
                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Every generated tensor at `fraction`, from one INR call."""
+        """Every active tensor at `fraction`, from one INR call."""
         table, cols = self.table(fraction)
         noise = self.coord_noise if noise is None else noise
         coords = normalise(table, noise if self.training else 0.0, generator)
@@ -74,6 +109,22 @@ class MetamorphicNet(nn.Module):
 
     def reference(self, name: str) -> torch.Tensor:
         return getattr(self, _buf(name))
+
+    def reference_names(self) -> list[str]:
+        return [f"{l.name}.{kind}" for l in self.family.layers for kind in ("weight", "bias")]
+
+    def fixed(self, name: str) -> torch.Tensor:
+        """A tensor that is not generated: the shared trainable copy, else the teacher's."""
+        key = _buf(name)
+        return self.shared[key] if key in self.shared else self.reference(name)
+
+    def weights(self, generated: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+        """Every tensor of the network: generated first, fixed ones for the rest (no copies)."""
+        return _Weights(generated, self)
+
+    def alphas(self) -> dict[str, torch.Tensor]:
+        """Residual scales of the active generated blocks (absent: 1)."""
+        return {b: self.alpha[_buf(b)] for b in self._active_blocks if _buf(b) in self.alpha}
 
     def forward(self, x: torch.Tensor, fraction: float = 1.0, noise: float | None = None,
                 generator: torch.Generator | None = None,
@@ -83,24 +134,20 @@ class MetamorphicNet(nn.Module):
         Pass `weights` to run a network generated earlier (evaluation, merged samples).
         """
         generated = self.generate(fraction, noise, generator) if weights is None else weights
-        full = _Weights(generated, self)
-        return self.family.forward(x, lambda spec, h: apply_layer(spec, h, full), self._alpha), generated
-
-    def _alpha(self, block: Block):
-        key = _buf(block.name)
-        return self.alpha[key] if key in self.alpha else 1.0
+        full, alphas = self.weights(generated), self.alphas()
+        logits = self.family.forward(x, lambda spec, h: apply_layer(spec, h, full),
+                                     lambda b: alphas.get(b.name, 1.0))
+        return logits, generated
 
 
 class _Weights(Mapping):
-    """Generated tensors first, the teacher's for everything else (no copies made)."""
-
     def __init__(self, generated: Mapping[str, torch.Tensor], net: MetamorphicNet):
         self.generated, self.net = generated, net
 
     def __getitem__(self, name):
         if name in self.generated:
             return self.generated[name]
-        return self.net.reference(name)
+        return self.net.fixed(name)
 
     def __iter__(self):
         return iter(self.generated)

@@ -42,8 +42,19 @@ def train_teacher(cfg: Config, accelerator, splits: Splits, family: ResNetFamily
             raise ValueError(f"teacher.checkpoint {cfg.teacher.checkpoint} is a {art.get('family')} network, "
                              f"the config asks for {dataclasses.asdict(family)}: fix model.* or the path")
         return art
+    net, test = fit(Teacher(family), cfg, accelerator, splits, "teacher")
+    art = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
+           "family": dataclasses.asdict(family), "accuracy": test,
+           "params": parameter_count(family, family.full_sizes())}
+    if accelerator.is_main_process:
+        atomic_torch_save(art, path)
+    accelerator.wait_for_everyone()
+    return art
+
+
+def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str) -> tuple[Teacher, float]:
+    """SGD + cosine on the training split (teacher.* settings); returns the net and its test accuracy."""
     tc = cfg.teacher
-    model = Teacher(family)
     opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
                           nesterov=True)
     loader = DataLoader(splits.train, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True)
@@ -51,7 +62,7 @@ def train_teacher(cfg: Config, accelerator, splits: Splits, family: ResNetFamily
     model, opt, loader = accelerator.prepare(model, opt, loader)
     total = max(1, tc.epochs * len(loader))  # per-rank batches: the schedule is stepped by hand
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    log = Logger(accelerator, Path(cfg.run_dir) / "tb" / "teacher", total, "teacher")
+    log = Logger(accelerator, Path(cfg.run_dir) / "tb" / name, total, name)
     step = 0
     for epoch in range(tc.epochs):
         loader.set_epoch(epoch)
@@ -66,24 +77,18 @@ def train_teacher(cfg: Config, accelerator, splits: Splits, family: ResNetFamily
             log.count(len(x) * accelerator.num_processes)
             if step % cfg.train.log_every == 0:
                 ips = log.throughput()
-                log.scalars(step, {"teacher/loss": loss.item(), "teacher/lr": sched.get_last_lr()[0],
-                                   "teacher/images_per_s": ips})
+                log.scalars(step, {f"{name}/loss": loss.item(), f"{name}/lr": sched.get_last_lr()[0],
+                                   f"{name}/images_per_s": ips})
                 log.progress(step, loss=loss.item(), img_s=ips)
         model.eval()
         val = accuracy(model, splits.val, cfg.data.eval_batch_size, accelerator)
-        log.scalars(step, {"teacher/val_accuracy": val})
-        log.print(f"teacher epoch {epoch + 1}/{tc.epochs}: val accuracy {val:.4f}")
+        log.scalars(step, {f"{name}/val_accuracy": val})
+        log.print(f"{name} epoch {epoch + 1}/{tc.epochs}: val accuracy {val:.4f}")
     net = accelerator.unwrap_model(model).eval()
     test = accuracy(net, splits.test, cfg.data.eval_batch_size, accelerator)
-    log.print(f"teacher test accuracy {test:.4f}")
+    log.print(f"{name} test accuracy {test:.4f}")
     log.close()
-    art = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
-           "family": dataclasses.asdict(family), "accuracy": test,
-           "params": parameter_count(family, family.full_sizes())}
-    if accelerator.is_main_process:
-        atomic_torch_save(art, path)
-    accelerator.wait_for_everyone()
-    return art
+    return net, test
 
 
 @torch.no_grad()

@@ -10,6 +10,10 @@ no family needs code of its own beyond its constructor arguments.
 The topology is walked by `ResNetFamily.forward`, which takes a `layer` callable. The BN
 teacher, the functional student (generated weights) and the exported plain network all use
 this one walker; only the callable differs.
+
+`Layer`, `apply_layer`, `parameter_count` and `Teacher` only use that interface, so other
+families (models/lenet.py) share them. `build_family` here forwards to the registry of all
+families in `models/__init__.py`.
 """
 from __future__ import annotations
 
@@ -41,6 +45,14 @@ class Layer:
     def weight_shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
         o, i = sizes[self.out_group], sizes[self.in_group]
         return (o, i) if self.is_linear else (o, i, self.k, self.k)
+
+
+def scale_sizes(full: Mapping[str, int], fraction: float, groups: set[str] | frozenset[str]) -> dict[str, int]:
+    """`groups` scaled to `fraction` of their full size (at least 1 channel), others full.
+
+    One rounding rule for every family, so a width means the same sizes everywhere.
+    """
+    return {g: max(1, round(fraction * n)) if g in groups else n for g, n in full.items()}
 
 
 @dataclass(frozen=True)
@@ -107,10 +119,13 @@ class ResNetFamily:
         """The hidden widths of a block: the groups its branch creates and consumes."""
         return [c.out_group for c in block.convs[:-1]]
 
+    def scalable_groups(self) -> frozenset[str]:
+        """The widths `meta.scale=inner` varies: every block's hidden widths (streams stay)."""
+        return frozenset(g for b in self.blocks for g in self.inner_groups(b))
+
     def sizes(self, fraction: float, groups: set[str] | frozenset[str]) -> dict[str, int]:
         """Group sizes when `groups` are scaled to `fraction` of full width (others full)."""
-        full = self.full_sizes()
-        return {g: max(1, round(fraction * n)) if g in groups else n for g, n in full.items()}
+        return scale_sizes(self.full_sizes(), fraction, groups)
 
     def forward(self, x: torch.Tensor, layer: Callable[[Layer, torch.Tensor], torch.Tensor],
                 alpha: Callable[[Block], torch.Tensor | float] = lambda b: 1.0) -> torch.Tensor:
@@ -170,12 +185,13 @@ def parameter_count(family: ResNetFamily, sizes: Mapping[str, int]) -> int:
 
 
 class Teacher(nn.Module):
-    """The full-width network with BN (bias-free convs), trained as the first stage."""
+    """A BN network of the family (bias-free convs): the full-width teacher trained as the first
+    stage, or — given `sizes` — an individually trained network of another width (a baseline)."""
 
-    def __init__(self, family: ResNetFamily):
+    def __init__(self, family: ResNetFamily, sizes: Mapping[str, int] | None = None):
         super().__init__()
         self.family = family
-        sizes = family.full_sizes()
+        sizes = sizes or family.full_sizes()
         self.convs = nn.ModuleDict()
         self.norms = nn.ModuleDict()
         for spec in family.layers:
@@ -228,14 +244,21 @@ FAMILIES: dict[str, dict] = {
 }
 
 
-def build_family(name: str, width: float = 1.0, channels: tuple[int, ...] | None = None,
+def build_resnet(name: str, width: float = 1.0, channels: tuple[int, ...] | None = None,
                  in_channels: int = 3, num_classes: int = 10) -> ResNetFamily:
     """`width` multiplies the stage channels; an explicit `channels` list overrides both."""
     if name not in FAMILIES:
-        raise ValueError(f"unknown model family {name!r} (allowed: {', '.join(FAMILIES)})")
+        raise ValueError(f"unknown ResNet family {name!r} (allowed: {', '.join(FAMILIES)})")
     spec = dict(FAMILIES[name])
     base = tuple(channels) if channels else tuple(max(1, round(width * c)) for c in spec.pop("channels"))
     spec.pop("channels", None)
     if len(base) != len(spec["depths"]):
         raise ValueError(f"model.channels needs {len(spec['depths'])} entries for {name}, got {len(base)}")
     return ResNetFamily(name, channels=base, in_channels=in_channels, num_classes=num_classes, **spec)
+
+
+def build_family(name: str, width: float = 1.0, channels: tuple[int, ...] | None = None,
+                 in_channels: int = 3, num_classes: int = 10):
+    """Any registered family (ResNets, LeNet); kept here so existing imports keep working."""
+    from . import build_family as build  # imported late: the registry imports this module
+    return build(name, width, channels, in_channels, num_classes)

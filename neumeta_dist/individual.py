@@ -1,0 +1,42 @@
+"""The baseline a metamorphic network is measured against: one network trained on its own at
+each width, with the teacher's recipe and budget, and the same channel groups scaled as the
+config's metamorphic network scales (so parameter counts match width for width).
+
+`neumeta-dist individual --config X` writes `<run_dir>/individual.json`; already trained
+widths are kept, so an interrupted sweep resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .checkpoint import atomic_write_text
+from .config import Config
+from .data import load_splits
+from .models.resnet import Teacher, parameter_count
+from .recipe import generated_layers, metamorphic_groups
+from .runtime import make_accelerator, seed_everything, set_threads
+from .teacher import family_from_config, fit
+
+
+def train_individual(cfg: Config, widths: list[float]) -> list[dict]:
+    set_threads()
+    accelerator = make_accelerator(cfg.train.seed)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    family = family_from_config(cfg, splits)
+    groups = metamorphic_groups(family, generated_layers(family, cfg.meta.generated), cfg.meta.scale)
+    path = Path(cfg.run_dir) / "individual.json"
+    rows = json.loads(path.read_text())["widths"] if path.is_file() else []
+    full = parameter_count(family, family.full_sizes())
+    for w in sorted(set(widths) - {r["width"] for r in rows}):
+        seed_everything(cfg.train.seed)
+        sizes = family.sizes(w, groups)
+        _, acc = fit(Teacher(family, sizes), cfg, accelerator, splits, f"individual_{w:g}")
+        params = parameter_count(family, sizes)
+        rows.append({"width": w, "params": params, "compression": 1.0 - params / full, "accuracy": acc})
+        rows.sort(key=lambda r: r["width"])
+        if accelerator.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps({"dataset": splits.name, "model": family.name,
+                                                "epochs": cfg.teacher.epochs, "widths": rows}, indent=2))
+    return rows

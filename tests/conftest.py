@@ -1,0 +1,58 @@
+"""Shared builders for the smallest real networks the tests need.
+
+`make_net` is the one place that knows how a MetamorphicNet is put together (mirroring
+`neumeta_dist.train.build_net`): if its constructor changes, only this file follows.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neumeta_dist.config import INRConfig
+from neumeta_dist.metamorphic import MetamorphicNet
+from neumeta_dist.models.resnet import Teacher, build_family
+from neumeta_dist.recipe import generated_layers
+
+
+def random_bn_teacher(family, seed: int = 0) -> Teacher:
+    """An eval-mode teacher whose BN folding is non-trivial (random affine and statistics)."""
+    torch.manual_seed(seed)
+    teacher = Teacher(family)
+    with torch.no_grad():
+        for bn in teacher.norms.values():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0, 0.3)
+            bn.running_mean.normal_(0, 0.3)
+            bn.running_var.uniform_(0.5, 2.0)
+    return teacher.eval()
+
+
+def make_net(family, generated: str = "all", scale: str = "inner", norm: str = "fold",
+             seed: int = 0, **inr) -> MetamorphicNet:
+    """A small MetamorphicNet over `family` generating the whole `generated` plan at once,
+    its reference the folded random-BN teacher. `norm="fold"` keeps every residual branch
+    at scale 1 (no SkipInit α), so every generated layer reaches the logits."""
+    reference = random_bn_teacher(family, seed).folded()
+    planned = generated_layers(family, generated)
+    inr_cfg = INRConfig(**{"hidden": 16, "layers": 1, "num_freqs": 4, **inr})
+    torch.manual_seed(seed)
+    return MetamorphicNet(family, reference, planned, inr_cfg, scale=scale, norm=norm)
+
+
+@pytest.fixture
+def tiny_resnet20():
+    """ResNet-20 at width 0.25 (stage channels 4/8/16) on 1-channel images."""
+    return build_family("resnet20", 0.25, in_channels=1, num_classes=10)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread, then restore the count.
+
+    These tensors are tiny: a second thread buys nothing, and on a shared 2-core machine the
+    oversubscription makes the tests several times slower. Modules opt in via `pytestmark`.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

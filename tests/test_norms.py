@@ -1,0 +1,89 @@
+"""The ways generated blocks replace batch norm: SkipInit's α, plain fold, per-width recalibration."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neumeta_dist.inr_init import subsample_index
+from neumeta_dist.models.resnet import apply_layer
+from neumeta_dist.norms import channel_stats, recalibrate, teacher_stats
+
+from conftest import make_net
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_alpha_zero_makes_a_generated_block_the_identity(tiny_resnet20):
+    net = make_net(tiny_resnet20, generated="authors", norm="skipinit").eval()
+    assert all(a.item() == 0.0 for a in net.alphas().values()) and len(net.alphas()) == 6
+    x = torch.randn(3, 1, 16, 16)
+    logits, generated = net(x, 0.5)
+    # The same network with every generated block removed (its branch contributes nothing).
+    full = net.weights(generated)
+    gen_blocks = set(net.alphas())
+
+    def walk(spec, h):
+        return apply_layer(spec, h, full)
+
+    expected = tiny_resnet20.forward(x, walk, lambda b: 0.0 if b.name in gen_blocks else 1.0)
+    torch.testing.assert_close(logits, expected)
+    # ... and α = 0 is not a no-op: with α = 1 the block's branch changes the logits.
+    with torch.no_grad():
+        for a in net.alpha.values():
+            a.fill_(1.0)
+    assert not torch.allclose(net(x, 0.5)[0], logits)
+
+
+def test_fold_norm_has_no_residual_scales(tiny_resnet20):
+    net = make_net(tiny_resnet20, generated="authors", norm="fold")
+    assert len(net.alpha) == 0 and net.alphas() == {}
+
+
+def test_recalibrated_outputs_have_the_teacher_channel_statistics(tiny_resnet20):
+    """Each generated conv's output, in the recalibrated network, has per-channel mean and std
+    equal to the teacher's channel at the same relative position — computed directly."""
+    net = make_net(tiny_resnet20, generated="authors", norm="fold").eval()
+    x = torch.randn(64, 1, 16, 16)
+    fraction = 0.5
+    weights = recalibrate(net, fraction, net.generate(fraction), x)
+
+    # Direct computation: the teacher's per-channel statistics of every layer ...
+    teacher = {}
+    tref = {n: net.reference(n) for n in net.reference_names()}
+    tiny_resnet20.forward(x, lambda s, h: _record(teacher, s, apply_layer(s, h, tref)))
+    # ... and the recalibrated student's.
+    student = {}
+    full = net.weights(weights)
+    tiny_resnet20.forward(x, lambda s, h: _record(student, s, apply_layer(s, h, full)))
+
+    checked = 0
+    for layer in net.generated:
+        mean, std = student[layer.name]
+        idx = subsample_index(len(mean), len(teacher[layer.name][0]))
+        torch.testing.assert_close(mean, teacher[layer.name][0][idx], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(std, teacher[layer.name][1][idx], atol=1e-4, rtol=1e-3)
+        checked += 1
+    assert checked == 12
+
+
+def test_recalibration_at_full_width_of_the_teacher_itself_changes_nothing(tiny_resnet20):
+    """When the generated tensors *are* the teacher's, the statistics already match."""
+    net = make_net(tiny_resnet20, generated="authors", norm="fold").eval()
+    x = torch.randn(32, 1, 16, 16)
+    teacher_weights = {n: net.reference(n) for n in net.generated_names()}
+    out = recalibrate(net, 1.0, teacher_weights, x)
+    for n in teacher_weights:
+        torch.testing.assert_close(out[n], teacher_weights[n], atol=1e-4, rtol=1e-4)
+
+
+def test_teacher_stats_match_channel_stats_of_the_folded_forward(tiny_resnet20):
+    net = make_net(tiny_resnet20, generated="authors", norm="fold")
+    x = torch.randn(8, 1, 16, 16)
+    stats = teacher_stats(net, x)
+    y = apply_layer(tiny_resnet20.stem, x, {n: net.reference(n) for n in ("stem.weight", "stem.bias")})
+    torch.testing.assert_close(stats["stem"][0], channel_stats(y)[0])
+
+
+def _record(store, spec, y):
+    store[spec.name] = channel_stats(y)
+    return y

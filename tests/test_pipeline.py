@@ -1,0 +1,150 @@
+"""The whole pipeline as a user runs it: `accelerate launch launch/train.py`, stage by stage,
+then `neumeta-dist eval|export|plan` — on the synthetic dataset, tiny sizes, real processes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from neumeta_dist.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TINY = ["data.dataset=synthetic", "data.train_limit=1536", "data.test_limit=512", "data.batch_size=64",
+        "data.val_fraction=0.2", "model.width=0.25", "teacher.epochs=3", "teacher.lr=0.05",
+        "meta.generated=authors", "meta.min_width=0.5", "meta.alpha_init=1.0",
+        "inr.hidden=16", "inr.layers=1", "inr.num_freqs=4", "train.max_steps=12", "train.log_every=2",
+        "train.widths_per_step=2", "recipe.init=recon", "recipe.warmup_steps=150", "recipe.units_per_stage=3",
+        "eval.widths=[0.25,0.5,0.75,1.0]"]
+
+
+def _env():
+    return {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1"}
+
+
+def train(run_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "accelerate"), "launch", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "launch/train.py"),
+           "--config", str(ROOT / "configs/demo.yaml"), *args, *TINY, f"run_dir={run_dir}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+    if check and out.returncode != 0:
+        raise AssertionError(f"training failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "neumeta-dist"), *args], capture_output=True, text=True, env=_env(),
+                          cwd=ROOT, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """Teacher (--stage 0), then every remaining stage in one call: the user's two ways."""
+    run_dir = tmp_path_factory.mktemp("run")
+    train(run_dir, "--stage", "0")
+    train(run_dir)
+    return run_dir
+
+
+def test_plan_prints_each_stage_with_its_new_blocks():
+    out = cli("plan", "--config", str(ROOT / "configs/demo.yaml"), *TINY)
+    assert out.returncode == 0, out.stderr
+    assert "| 1 | layer1.1, layer1.2, layer2.1 |" in out.stdout
+    assert "| 2 | layer2.2, layer3.1, layer3.2 |" in out.stdout
+
+
+def test_every_stage_is_complete_and_results_follow_the_schema(run):
+    assert (run / "teacher" / "teacher.pt").is_file() and (run / "teacher" / "reference.pt").is_file()
+    assert all((run / f"stage_{k}" / "COMPLETE").is_file() for k in (1, 2))
+    r = json.loads((run / "results.json").read_text())
+    assert set(r) >= {"teacher", "widths", "dataset", "model", "recipe", "stages_completed", "generated_layers"}
+    assert r["stages_completed"] == 2 and r["recipe"] == "full" and r["model"] == "resnet20"
+    assert {"layer1.1.conv1.weight", "layer3.2.conv2.bias"} <= set(r["generated_layers"])
+    assert "stem.weight" not in r["generated_layers"]  # the authors' set keeps the stem fixed
+    assert [w["width"] for w in r["widths"]] == [0.25, 0.5, 0.75, 1.0]
+    assert [w["seen"] for w in r["widths"]] == [False, True, True, True]
+    params = [w["params"] for w in r["widths"]]
+    assert params == sorted(params) and params[-1] == r["teacher"]["params"]
+    assert r["widths"][-1]["compression"] == 0.0
+    assert all(0.0 <= w["accuracy"] <= 1.0 for w in r["widths"])
+    assert (run / "results.md").read_text().count("\n| 0.") == 4
+    assert (run / "accuracy_vs_compression.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_teacher_learns_the_synthetic_task(run):
+    assert json.loads((run / "results.json").read_text())["teacher"]["accuracy"] > 0.8
+
+
+def test_stage_training_lowers_the_task_loss(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ea = EventAccumulator(str(run / "tb" / "stage_1"))
+    ea.Reload()
+    ce = [e.value for e in ea.Scalars("loss/ce")]
+    assert len(ce) >= 5
+    assert sum(ce[-2:]) / 2 < sum(ce[:2]) / 2
+    assert "images_per_s" in ea.Tags()["scalars"] and "lr" in ea.Tags()["scalars"]
+
+
+def test_exported_network_accuracy_equals_the_evaluated_one(run, tmp_path):
+    from neumeta_dist.data import load_splits
+    from neumeta_dist.evaluate import accuracy
+    from neumeta_dist.export import load_exported
+
+    out = cli("export", "--run", str(run), "--width", "0.5", "--out", str(tmp_path / "net.pt"))
+    assert out.returncode == 0, out.stderr
+    plain = load_exported(tmp_path / "net.pt")
+    cfg = load_config(run / "config.yaml")
+    test = load_splits(cfg.data, cfg.train.seed).test
+    row = next(w for w in json.loads((run / "results.json").read_text())["widths"] if w["width"] == 0.5)
+    assert accuracy(plain, test, 256) == row["accuracy"]
+    assert sum(p.numel() for p in plain.parameters()) == row["params"]
+
+
+def test_eval_command_rewrites_results_for_requested_widths(run, tmp_path):
+    import shutil
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    out = cli("eval", "--run", str(copy), "--widths", "0.6,1.0")
+    assert out.returncode == 0, out.stderr
+    r = json.loads((copy / "results.json").read_text())
+    assert [w["width"] for w in r["widths"]] == [0.6, 1.0]
+
+
+def test_a_stage_refuses_to_start_when_the_previous_one_is_incomplete(run, tmp_path):
+    import shutil
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "stage_2")
+    (copy / "stage_1" / "COMPLETE").unlink()
+    out = train(copy, "--stage", "2", check=False)
+    assert out.returncode != 0
+    assert "stage 2 needs stage 1 COMPLETE" in out.stderr and "--stage 1" in out.stderr
+    assert not (copy / "stage_2").exists()
+
+
+def test_a_stage_before_the_teacher_is_refused(tmp_path):
+    out = train(tmp_path / "fresh", "--stage", "1", check=False)
+    assert out.returncode != 0 and "--stage 0" in out.stderr
+
+
+def test_next_stage_starts_from_the_previous_stage_selected_network(run):
+    """Stage 2's units of stage 1 begin where stage 1 ended: same heads, same α, same head copy."""
+    from neumeta_dist import checkpoint as ckpt
+    from neumeta_dist.data import load_splits
+    from neumeta_dist.teacher import family_from_config
+    from neumeta_dist.train import _stage_start, load_trained, stage_plan
+
+    cfg = load_config(run / "config.yaml")
+    family = family_from_config(cfg, load_splits(cfg.data, cfg.train.seed))
+    reference = ckpt.load_torch(run / "teacher" / "reference.pt", "reference")
+    stages = stage_plan(cfg, family)
+    prev = load_trained(cfg, family, reference, stages, 1)
+    start = _stage_start(cfg, family, reference, stages, 2)
+    for (n, a), (m, b) in zip(prev.state_dict().items(), start.state_dict().items()):
+        assert n == m and torch.equal(a, b), n
+    assert [l.name for l in start.generated] == [l.name for l in stages[1].layers]
