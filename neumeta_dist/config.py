@@ -70,7 +70,9 @@ class MetaConfig:
     scale: str = choice("inner", "all")  # inner: hidden widths of blocks; all: streams too
     min_width: float = 0.25  # training range, as fractions of the full width
     max_width: float = 1.0
-    norm: str = choice("skipinit", "fold", "recalib")  # how generated blocks replace BN
+    # How the student replaces BN: fold + SkipInit α | plain fold | fold + per-width
+    # recalibration | GroupNorm in teacher and student (norms.py, models/resnet.py)
+    norm: str = choice("skipinit", "fold", "recalib", "groupnorm")
     alpha_init: float = 0.0  # SkipInit's residual scale of a newly generated block (0: identity)
     train_head: bool = True  # a classifier that is not generated is trained, shared across widths
 

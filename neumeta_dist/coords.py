@@ -61,17 +61,17 @@ def build_table(layers: Sequence[Layer], sizes: Mapping[str, int], norm_width: i
     (default: position in `layers`), so a head sees the same entry coordinate in every stage
     however many tensors are active. `heads` maps tensor name → head (default: its entry).
     """
-    names = [f"{spec.name}.{kind}" for spec in layers for kind in ("weight", "bias")]
+    names = [n for spec in layers for n in spec.tensor_names()]
     entry_ids = entry_ids if entry_ids is not None else {n: i for i, n in enumerate(names)}
     n_entries = n_entries if n_entries is not None else len(names)
     index, extent, entries, start = [], [], [], 0
     for spec in layers:
         o, i = sizes[spec.out_group], sizes[spec.in_group]
-        for kind in ("weight", "bias"):
+        for kind in spec.tensors:
             if kind == "weight":
                 out_idx, in_idx = torch.meshgrid(torch.arange(o), torch.arange(i), indexing="ij")
                 shape, kernel, fan_in = spec.weight_shape(sizes), max(spec.k, 1), i
-            else:
+            else:  # one row per output channel: a bias, or a GroupNorm scale
                 out_idx, in_idx = torch.arange(o), torch.zeros(o, dtype=torch.long)
                 shape, kernel, fan_in = (o,), 1, 1
             name = f"{spec.name}.{kind}"

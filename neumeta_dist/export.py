@@ -32,8 +32,7 @@ class PlainNet(nn.Module):
 def materialise(net, weights: dict[str, torch.Tensor]) -> PlainNet:
     """Generated tensors + the fixed ones + α values → one standalone network."""
     full = net.weights(weights)
-    tensors = {f"{spec.name}.{kind}": full[f"{spec.name}.{kind}"].detach().cpu()
-               for spec in net.family.layers for kind in ("weight", "bias")}
+    tensors = {n: full[n].detach().cpu() for spec in net.family.layers for n in spec.tensor_names()}
     return PlainNet(net.family, tensors, {b: a.item() for b, a in net.alphas().items()})
 
 

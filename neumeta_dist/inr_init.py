@@ -43,7 +43,7 @@ def initialise_stage(net, stage: Stage, strategy: str, seed: int) -> list[str]:
     produces the same heads without communication.
     """
     gen = torch.Generator().manual_seed(seed * 1000 + stage.index)
-    tensors = lambda u: [f"{l.name}.{k}" for l in u.layers for k in ("weight", "bias")]
+    tensors = lambda u: [n for l in u.layers for n in l.tensor_names()]
     # A head shared with an earlier unit (inr.heads=shared) is already trained: leave it.
     trained = {net.head_of(n) for u in stage.units if u not in stage.new for n in tensors(u)}
     new = []
@@ -57,7 +57,7 @@ def initialise_stage(net, stage: Stage, strategy: str, seed: int) -> list[str]:
         if src is None:
             continue
         for a, b in matching_layers(src, unit):
-            for k in ("weight", "bias"):
+            for k in b.tensors:
                 if net.head_of(f"{b.name}.{k}") in fresh:
                     net.inr.copy_head(net.head_of(f"{a.name}.{k}"), net.head_of(f"{b.name}.{k}"))
     return new

@@ -38,7 +38,7 @@ class MetamorphicNet(nn.Module):
         self.coord_noise = inr.coord_noise
         self.kernel = max(max(l.k, 1) for l in planned)
         self.norm_width = max(family.full_sizes().values())
-        names = [f"{l.name}.{kind}" for l in planned for kind in ("weight", "bias")]
+        names = [n for l in planned for n in l.tensor_names()]
         self.entry_ids = {n: i for i, n in enumerate(names)}
         self.heads = {n: (i if inr.heads == "per_tensor" else 0) for i, n in enumerate(names)}
         self.inr = INR(len(set(self.heads.values())), self.kernel ** 2, inr.hidden, inr.layers,
@@ -55,8 +55,8 @@ class MetamorphicNet(nn.Module):
                     self.alpha[_buf(b.name)] = nn.Parameter(torch.tensor(float(alpha_init)))
         self.shared = nn.ParameterDict()
         if train_head and family.fc.name not in planned_names:
-            for kind in ("weight", "bias"):
-                self.shared[_buf(f"{family.fc.name}.{kind}")] = nn.Parameter(self.reference(f"{family.fc.name}.{kind}").clone())
+            for n in family.fc.tensor_names():
+                self.shared[_buf(n)] = nn.Parameter(self.reference(n).clone())
         self._tables: dict[tuple, tuple[CoordTable, list]] = {}
         self.activate(planned)
 
@@ -73,7 +73,7 @@ class MetamorphicNet(nn.Module):
         self._tables.clear()
 
     def generated_names(self) -> list[str]:
-        return [f"{l.name}.{kind}" for l in self.generated for kind in ("weight", "bias")]
+        return [n for l in self.generated for n in l.tensor_names()]
 
     def head_of(self, name: str) -> int:
         return self.heads[name]
@@ -111,7 +111,7 @@ class MetamorphicNet(nn.Module):
         return getattr(self, _buf(name))
 
     def reference_names(self) -> list[str]:
-        return [f"{l.name}.{kind}" for l in self.family.layers for kind in ("weight", "bias")]
+        return [n for l in self.family.layers for n in l.tensor_names()]
 
     def fixed(self, name: str) -> torch.Tensor:
         """A tensor that is not generated: the shared trainable copy, else the teacher's."""

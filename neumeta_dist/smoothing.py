@@ -33,8 +33,8 @@ def _parts(family: ResNetFamily, weights: Weights, group: str) -> list[tuple[tor
     """(tensor, channel axis) for every tensor that has one axis indexed by `group`'s channels."""
     parts = []
     for spec in family.layers:
-        if spec.out_group == group:
-            parts += [(weights[f"{spec.name}.weight"], 0), (weights[f"{spec.name}.bias"], 0)]
+        if spec.out_group == group:  # weight rows and every per-channel tensor (bias, GN scale)
+            parts += [(weights[n], 0) for n in spec.tensor_names()]
         if spec.in_group == group:
             parts.append((weights[f"{spec.name}.weight"], 1))
     return parts
@@ -130,17 +130,19 @@ def solve_path(features: torch.Tensor, two_opt_rounds: int = 50, n_starts: int =
 def permute(family: ResNetFamily, weights: Weights, perms: Mapping[str, torch.Tensor]) -> dict:
     """New weights with channel `perms[g][k]` of each group g moved to position k.
 
-    Producers are permuted on axis 0 of the weight and on the bias, consumers on axis 1 of
-    the weight, so the network function is unchanged. The input dict is left untouched.
+    Producers are permuted on axis 0 of the weight and of their per-channel tensors (bias,
+    GroupNorm scale: GroupNorm(1, C) pools over all channels, so it commutes with the
+    permutation), consumers on axis 1 of the weight, so the network function is unchanged.
+    The input dict is left untouched.
     """
     if FIXED_GROUPS & set(perms):
         raise ValueError(f"groups {sorted(FIXED_GROUPS & set(perms))} are the network's interface")
     out = dict(weights)
     for spec in family.layers:
-        w, b = f"{spec.name}.weight", f"{spec.name}.bias"
+        w = f"{spec.name}.weight"
         if spec.out_group in perms:
-            p = perms[spec.out_group]
-            out[w], out[b] = out[w][p], out[b][p]
+            for n in spec.tensor_names():
+                out[n] = out[n][perms[spec.out_group]]
         if spec.in_group in perms:
             out[w] = out[w][:, perms[spec.in_group]]
     return out

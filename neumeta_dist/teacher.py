@@ -24,7 +24,8 @@ from .runtime import Logger
 
 def family_from_config(cfg: Config, splits: Splits) -> ResNetFamily:
     m = cfg.model
-    return build_family(m.family, m.width, tuple(m.channels) or None, splits.in_channels, splits.num_classes)
+    norm = "group" if cfg.meta.norm == "groupnorm" else "batch"
+    return build_family(m.family, m.width, tuple(m.channels) or None, splits.in_channels, splits.num_classes, norm)
 
 
 def teacher_dir(cfg: Config) -> Path:

@@ -87,3 +87,65 @@ def test_teacher_stats_match_channel_stats_of_the_folded_forward(tiny_resnet20):
 def _record(store, spec, y):
     store[spec.name] = channel_stats(y)
     return y
+
+
+def _gn_family():
+    from neumeta_dist.models.resnet import build_family
+    return build_family("resnet20", 0.25, in_channels=1, num_classes=10, norm="group")
+
+
+def _gn_teacher(family):
+    from neumeta_dist.models.resnet import Teacher
+    torch.manual_seed(0)
+    teacher = Teacher(family)
+    with torch.no_grad():
+        for gn in teacher.norms.values():
+            assert isinstance(gn, torch.nn.GroupNorm)
+            gn.weight.uniform_(0.5, 1.5)
+            gn.bias.normal_(0, 0.3)
+    return teacher
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_groupnorm_student_computes_the_groupnorm_teacher_in_both_modes(mode):
+    """GN has no running statistics: the student's functional GN equals the teacher's module."""
+    family = _gn_family()
+    teacher = _gn_teacher(family).train(mode == "train")
+    weights = teacher.folded()
+    assert {"stem.scale", "layer1.0.conv1.scale"} <= set(weights) and "fc.scale" not in weights
+    x = torch.randn(4, 1, 16, 16)
+    expected = teacher(x)
+    got = family.forward(x, lambda s, h: apply_layer(s, h, weights))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_groupnorm_smoothing_keeps_the_function():
+    from neumeta_dist.smoothing import smooth
+    family = _gn_family()
+    weights = _gn_teacher(family).eval().folded()
+    smoothed, perms, stats = smooth(family, weights, 10)
+    x = torch.randn(4, 1, 16, 16)
+    before = family.forward(x, lambda s, h: apply_layer(s, h, weights))
+    after = family.forward(x, lambda s, h: apply_layer(s, h, smoothed))
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    assert stats["tv_after"] <= stats["tv_before"] and any(not torch.equal(p, torch.arange(len(p))) for p in perms.values())
+
+
+def test_groupnorm_student_generates_each_layers_scale_in_the_same_call():
+    from neumeta_dist.config import INRConfig
+    from neumeta_dist.metamorphic import MetamorphicNet
+    from neumeta_dist.models.resnet import parameter_count
+    from neumeta_dist.recipe import generated_layers
+    family = _gn_family()
+    reference = _gn_teacher(family).eval().folded()
+    net = MetamorphicNet(family, reference, generated_layers(family, "authors"), INRConfig(hidden=16, layers=1),
+                         norm="groupnorm").eval()
+    calls = []
+    net.inr.register_forward_hook(lambda *a: calls.append(1))
+    generated = net.generate(0.5)
+    assert len(calls) == 1
+    assert generated["layer1.1.conv1.scale"].shape == (2,)  # inner width 4 → 2 channels
+    logits, _ = net(torch.randn(2, 1, 16, 16), 0.5)
+    assert logits.shape == (2, 10)
+    full = {n: t for n, t in reference.items()}
+    assert parameter_count(family, family.full_sizes()) == sum(t.numel() for t in full.values())

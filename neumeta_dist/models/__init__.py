@@ -6,6 +6,7 @@ only construction does, and it lives here.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from .lenet import LeNetFamily, build_lenet
@@ -19,11 +20,14 @@ REGISTRY: dict[str, tuple[type, Callable]] = {
 
 
 def build_family(name: str, width: float = 1.0, channels: tuple[int, ...] | None = None,
-                 in_channels: int = 3, num_classes: int = 10):
-    """`width` multiplies the family's default channels; an explicit `channels` overrides both."""
+                 in_channels: int = 3, num_classes: int = 10, norm: str = "batch"):
+    """`width` multiplies the family's default channels; an explicit `channels` overrides both.
+    `norm`: "batch" (BN, folded into the convs) or "group" (GroupNorm kept in the student)."""
     if name not in REGISTRY:
         raise ValueError(f"unknown model family {name!r} (allowed: {', '.join(REGISTRY)})")
-    return REGISTRY[name][1](name, width, channels, in_channels, num_classes)
+    if norm not in ("batch", "group"):
+        raise ValueError(f"unknown norm {norm!r} (allowed: batch, group)")
+    return dataclasses.replace(REGISTRY[name][1](name, width, channels, in_channels, num_classes), norm=norm)
 
 
 def family_from_dict(fields: dict):

@@ -30,13 +30,14 @@ class LeNetFamily:
     channels: tuple[int, ...] = DEFAULT_CHANNELS  # full (teacher) width of each conv
     in_channels: int = 1
     num_classes: int = 10
+    norm: str = "batch"  # "batch" (folded away) or "group" (GroupNorm(1, C), kept in the student)
 
     blocks = ()  # no residual blocks: nothing for `alpha` or block-wise recipes to act on
 
     @cached_property
     def convs(self) -> tuple[Layer, ...]:
         groups = [IMAGE] + [f"c{i}" for i in range(1, len(self.channels) + 1)]
-        return tuple(Layer(f"conv{i}", groups[i - 1], groups[i], KERNEL) for i in range(1, len(groups)))
+        return tuple(Layer(f"conv{i}", groups[i - 1], groups[i], KERNEL, scale=self.norm == "group") for i in range(1, len(groups)))
 
     @property
     def stem(self) -> Layer:

@@ -17,6 +17,7 @@ families in `models/__init__.py`.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Mapping
@@ -37,10 +38,19 @@ class Layer:
     out_group: str
     k: int = 3
     stride: int = 1
+    scale: bool = False  # followed by a width-independent GroupNorm with its own per-channel scale
 
     @property
     def is_linear(self) -> bool:
         return self.k == 0
+
+    @property
+    def tensors(self) -> tuple[str, ...]:
+        """Its tensors: the weight, then per-output-channel ones (bias = BN-folded bias or GN shift)."""
+        return ("weight", "bias", "scale") if self.scale else ("weight", "bias")
+
+    def tensor_names(self) -> list[str]:
+        return [f"{self.name}.{kind}" for kind in self.tensors]
 
     def weight_shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
         o, i = sizes[self.out_group], sizes[self.in_group]
@@ -79,6 +89,7 @@ class ResNetFamily:
     imagenet_stem: bool = False
     in_channels: int = 3
     num_classes: int = 10
+    norm: str = "batch"  # "batch" (folded away) or "group" (GroupNorm(1, C), kept in the student)
 
     @property
     def expansion(self) -> int:
@@ -87,7 +98,7 @@ class ResNetFamily:
     @property
     def stem(self) -> Layer:
         k, s = (7, 2) if self.imagenet_stem else (3, 1)
-        return Layer("stem", IMAGE, "stream0", k, s)
+        return Layer("stem", IMAGE, "stream0", k, s, self.norm == "group")
 
     @cached_property
     def blocks(self) -> tuple[Block, ...]:
@@ -147,6 +158,7 @@ class ResNetFamily:
 
 def _blocks(f: ResNetFamily) -> tuple[Block, ...]:
     blocks, stream, stream_width = [], "stream0", f.channels[0]
+    conv = functools.partial(Layer, scale=f.norm == "group")
     for s, (depth, width) in enumerate(zip(f.depths, f.channels), start=1):
         for j in range(depth):
             name = f"layer{s}.{j}"
@@ -155,32 +167,36 @@ def _blocks(f: ResNetFamily) -> tuple[Block, ...]:
             needs_proj = stride != 1 or stream_width != out_width
             out_stream = f"{name}.out" if needs_proj else stream
             if f.bottleneck:  # torchvision places the stride on the 3×3 conv
-                convs = (Layer(f"{name}.conv1", stream, f"{name}.mid1", 1, 1),
-                         Layer(f"{name}.conv2", f"{name}.mid1", f"{name}.mid2", 3, stride),
-                         Layer(f"{name}.conv3", f"{name}.mid2", out_stream, 1, 1))
+                convs = (conv(f"{name}.conv1", stream, f"{name}.mid1", 1, 1),
+                         conv(f"{name}.conv2", f"{name}.mid1", f"{name}.mid2", 3, stride),
+                         conv(f"{name}.conv3", f"{name}.mid2", out_stream, 1, 1))
             else:
-                convs = (Layer(f"{name}.conv1", stream, f"{name}.mid", 3, stride),
-                         Layer(f"{name}.conv2", f"{name}.mid", out_stream, 3, 1))
-            shortcut = Layer(f"{name}.down", stream, out_stream, 1, stride) if needs_proj else None
+                convs = (conv(f"{name}.conv1", stream, f"{name}.mid", 3, stride),
+                         conv(f"{name}.conv2", f"{name}.mid", out_stream, 3, 1))
+            shortcut = conv(f"{name}.down", stream, out_stream, 1, stride) if needs_proj else None
             blocks.append(Block(name, s, j, convs, shortcut))
             stream, stream_width = out_stream, out_width
     return tuple(blocks)
 
 
 def apply_layer(spec: Layer, x: torch.Tensor, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Functional conv/linear with weights from a `{name: tensor}` dict (folded: with bias)."""
+    """Functional conv/linear with weights from a `{name: tensor}` dict (folded: with bias;
+    GroupNorm layers: conv, then GroupNorm(1) with the layer's scale and bias)."""
     w, b = weights[f"{spec.name}.weight"], weights.get(f"{spec.name}.bias")
     if spec.is_linear:
         return F.linear(x, w, b)
+    if spec.scale:
+        y = F.conv2d(x, w, None, stride=spec.stride, padding=spec.k // 2)
+        return F.group_norm(y, 1, weights[f"{spec.name}.scale"], b)
     return F.conv2d(x, w, b, stride=spec.stride, padding=spec.k // 2)
 
 
 def parameter_count(family: ResNetFamily, sizes: Mapping[str, int]) -> int:
-    """Parameters of the folded (conv + bias) network at `sizes`."""
+    """Parameters of the student network (folded convs + biases, GN scales) at `sizes`."""
     total = 0
     for spec in family.layers:
         w = spec.weight_shape(sizes)
-        total += int(torch.Size(w).numel()) + w[0]
+        total += int(torch.Size(w).numel()) + (len(spec.tensors) - 1) * w[0]
     return total
 
 
@@ -201,7 +217,7 @@ class Teacher(nn.Module):
                 self.convs[key] = nn.Linear(i, o)
                 continue
             self.convs[key] = nn.Conv2d(i, o, spec.k, spec.stride, spec.k // 2, bias=False)
-            self.norms[key] = nn.BatchNorm2d(o)
+            self.norms[key] = nn.GroupNorm(1, o) if spec.scale else nn.BatchNorm2d(o)
         for b in family.blocks:  # zero-init the last BN of each branch: standard for ResNets
             nn.init.zeros_(self.norms[_key(b.convs[-1].name)].weight)
 
@@ -215,13 +231,21 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def folded(self) -> dict[str, torch.Tensor]:
-        """BN folded into the preceding conv: w' = w·γ/σ, b' = β − μ·γ/σ (eval-mode exact)."""
+        """BN folded into the preceding conv: w' = w·γ/σ, b' = β − μ·γ/σ (eval-mode exact).
+
+        GroupNorm depends on each sample, so it cannot be folded: a GN layer gives its conv
+        weight, and its GN shift and scale as the layer's `bias` and `scale`.
+        """
         out = {}
         for spec in self.family.layers:
             key = _key(spec.name)
             conv = self.convs[key]
             if spec.is_linear:
                 w, b = conv.weight.clone(), conv.bias.clone()
+            elif spec.scale:
+                gn = self.norms[key]
+                w, b = conv.weight.clone(), gn.bias.clone()
+                out[f"{spec.name}.scale"] = gn.weight.detach().clone()
             else:
                 bn = self.norms[key]
                 scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -258,7 +282,7 @@ def build_resnet(name: str, width: float = 1.0, channels: tuple[int, ...] | None
 
 
 def build_family(name: str, width: float = 1.0, channels: tuple[int, ...] | None = None,
-                 in_channels: int = 3, num_classes: int = 10):
+                 in_channels: int = 3, num_classes: int = 10, norm: str = "batch"):
     """Any registered family (ResNets, LeNet); kept here so existing imports keep working."""
     from . import build_family as build  # imported late: the registry imports this module
-    return build(name, width, channels, in_channels, num_classes)
+    return build(name, width, channels, in_channels, num_classes, norm)
