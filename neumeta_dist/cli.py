@@ -85,6 +85,17 @@ def cmd_individual(args) -> None:
         print(f"width {r['width']:.3f}: {r['params']:,} params, accuracy {r['accuracy']:.4f}")
 
 
+def cmd_report(args) -> None:
+    from .checkpoint import atomic_write_text
+    from .report import write_report
+
+    commands = dict(c.split("=", 1) for c in args.command)
+    text = write_report([Path(r) for r in args.runs], Path(args.individual) if args.individual else None,
+                        Path(args.out), commands)
+    atomic_write_text(Path(args.out), text)
+    print(text)
+
+
 def cmd_train(args) -> None:
     from .train import main as train_main
     train_main(["--config", args.config, *(["--stage", str(args.stage)] if args.stage is not None else []),
@@ -111,6 +122,13 @@ def main(argv: list[str] | None = None) -> None:
     i.add_argument("--widths", default="", help="comma-separated fractions; default: eval.widths")
     i.add_argument("overrides", nargs="*")
     i.set_defaults(fn=cmd_individual)
+
+    r = sub.add_parser("report", help="one table + plot from several runs (docs/results.md)")
+    r.add_argument("--runs", nargs="+", required=True, help="run directories with results.json")
+    r.add_argument("--individual", default="", help="individual.json of `neumeta-dist individual`")
+    r.add_argument("--out", required=True, help="markdown table to write, e.g. docs/results/table.md")
+    r.add_argument("--command", action="append", default=[], help="recipe=command that reproduces it")
+    r.set_defaults(fn=cmd_report)
 
     e = sub.add_parser("eval", help="sweep widths of a trained run; writes results.{json,md} and the plot")
     e.add_argument("--run", required=True, help="run directory, e.g. runs/demo")

@@ -85,7 +85,7 @@ class RecipeConfig:
     incremental: bool = True  # False: every unit in one stage
     units_per_stage: int = 1
     init: str = choice("copy", "random", "recon")  # a new unit's INR heads
-    warmup_steps: int = 0  # reconstruction warm-up of new heads (init=recon; any init if > 0)
+    warmup_steps: int = 0  # reconstruction warm-up of the new heads (needed by init=recon; any init)
     warmup_lr: float = 3e-3
 
 
@@ -115,6 +115,7 @@ class TrainConfig:
     epochs: float = 1.0  # per stage
     max_steps: int = 0  # > 0 fixes the optimiser steps of each stage
     widths_per_step: int = 4  # micro-batches per step: one at full width, the rest sampled
+    sandwich: bool = False  # the second micro-batch at min_width (the authors: off)
     lr: float = 8e-4  # INR
     weight_decay: float = 1e-4
     lr_alpha: float = 1e-4  # SkipInit residual scales
@@ -274,6 +275,10 @@ def _validate(cfg: Config, source: str) -> None:
          "need a non-empty list of fractions in (0, 1]"),
         (cfg.train.widths_per_step >= 1, "train.widths_per_step", "need >= 1"),
         (cfg.recipe.units_per_stage >= 1, "recipe.units_per_stage", "need >= 1"),
+        (cfg.recipe.init != "recon" or cfg.recipe.warmup_steps > 0, "recipe.warmup_steps",
+         "init=recon fits the new heads by a warm-up: set recipe.warmup_steps > 0 (e.g. 1000)"),
+        (cfg.meta.norm != "skipinit" or cfg.model.family != "lenet", "meta.norm",
+         "lenet has no residual blocks for SkipInit: use meta.norm=fold"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction", "need 0 <= val_fraction < 1"),
         (cfg.data.batch_size >= 1, "data.batch_size", "need >= 1"),
         (all(math.isfinite(v) and v > 0 for v in (cfg.train.lr, cfg.train.lr_alpha, cfg.train.lr_head,

@@ -1,4 +1,8 @@
-"""Exponential moving average of a module's parameters (evaluation uses the average)."""
+"""Exponential moving average of a module's parameters (evaluation uses the average).
+
+The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates (as TensorFlow's
+`num_updates`): with a fixed 0.995 a 60-step stage would still be 74 % its starting weights.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,19 +11,21 @@ import torch.nn as nn
 
 class EMA:
     def __init__(self, module: nn.Module, decay: float):
-        self.decay = decay
+        self.decay, self.updates = decay, 0
         self.shadow = {k: p.detach().clone() for k, p in module.named_parameters()}
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for k, p in module.named_parameters():
-            self.shadow[k].lerp_(p.detach(), 1.0 - self.decay)
+            self.shadow[k].lerp_(p.detach(), 1.0 - decay)
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "shadow": self.shadow}
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
 
     def load_state_dict(self, state: dict) -> None:
-        self.decay = state["decay"]
+        self.decay, self.updates = state["decay"], state.get("updates", 0)
         self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
 
     @torch.no_grad()

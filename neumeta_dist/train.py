@@ -29,7 +29,7 @@ from .config import Config, ConfigError, load_config, save_config
 from .data import DataError
 from .data import Splits, load_splits
 from .ema import EMA
-from .evaluate import accuracy, results_table, sweep, write_results
+from .evaluate import accuracy, network_at, results_table, sweep, write_results
 from .inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
 from .losses import step_losses
 from .metamorphic import MetamorphicNet
@@ -67,9 +67,19 @@ def is_seen(cfg: Config, fraction: float) -> bool:
 
 
 def step_rng(cfg: Config, step: int, micro: int, rank: int) -> tuple[float, torch.Generator]:
-    """The width and the coordinate-noise generator of one micro-batch (stateless)."""
+    """The width and the coordinate-noise generator of one micro-batch (stateless).
+
+    Micro-batch 0 is the widest network; with `train.sandwich` micro-batch 1 is the narrowest
+    (the sandwich rule of slimmable networks: the extremes bound every width in between);
+    the rest are uniform in the training range.
+    """
     key = f"{cfg.train.seed}/{step}/{micro}/{rank}"
-    fraction = 1.0 if micro == 0 else random.Random(key).uniform(cfg.meta.min_width, cfg.meta.max_width)
+    if micro == 0:
+        fraction = cfg.meta.max_width
+    elif micro == 1 and cfg.train.sandwich:
+        fraction = cfg.meta.min_width
+    else:
+        fraction = random.Random(key).uniform(cfg.meta.min_width, cfg.meta.max_width)
     return fraction, torch.Generator().manual_seed(random.Random(key + "/noise").getrandbits(63))
 
 
@@ -186,9 +196,8 @@ def _initialise(cfg: Config, model: MetamorphicNet, stage: Stage, log: Logger) -
     """The new units' heads (recipe.init, + warm-up), then how far they are from the teacher."""
     rc = cfg.recipe
     new = initialise_stage(model, stage, rc.init, cfg.train.seed)
-    steps = rc.warmup_steps or (300 if rc.init == "recon" else 0)
     fractions = [1.0, 1.0, cfg.meta.max_width, (cfg.meta.min_width + cfg.meta.max_width) / 2, cfg.meta.min_width]
-    reconstruction_warmup(model, steps, rc.warmup_lr, fractions, cfg.loss.recon_weighting, names=new,
+    reconstruction_warmup(model, rc.warmup_steps, rc.warmup_lr, fractions, cfg.loss.recon_weighting, names=new,
                           log=lambda s, e: log.scalars(s, {"init/warmup_recon_mse": e}))
     errors = {f: reconstruction_error(model, f, new) for f in sorted(set(fractions))}
     log.scalars(0, {f"init/new_recon_mse@{f:g}": e for f, e in errors.items()})
@@ -231,14 +240,15 @@ def _resume(accelerator, sdir, sched, ema, cfg) -> int:
 
 @torch.no_grad()
 def _validate(cfg, accelerator, model, ema, splits) -> dict[float, float]:
-    """Held-out accuracy of the EMA network at the ends of the training range."""
+    """Held-out accuracy of the EMA network at the ends of the training range (as evaluated:
+    recalibrated when meta.norm=recalib)."""
     live = {n: p.detach().clone() for n, p in model.named_parameters()}
     if cfg.eval.use_ema:
         ema.copy_to(model)
     model.eval()
     out = {}
     for w in sorted({cfg.meta.min_width, cfg.meta.max_width}):
-        weights = model.generate(w)
+        weights = network_at(model, w, 1, calibration_batch(cfg, splits))
         out[w] = accuracy(lambda x: model(x, w, weights=weights)[0], splits.val, cfg.data.eval_batch_size,
                           accelerator)
     for n, p in model.named_parameters():

@@ -6,7 +6,7 @@ import torch
 
 from neumeta_dist.inr_init import subsample_index
 from neumeta_dist.models.resnet import apply_layer
-from neumeta_dist.norms import channel_stats, recalibrate, teacher_stats
+from neumeta_dist.norms import channel_stats, layer_stats, recalibrate
 
 from conftest import make_net
 
@@ -39,48 +39,50 @@ def test_fold_norm_has_no_residual_scales(tiny_resnet20):
     assert len(net.alpha) == 0 and net.alphas() == {}
 
 
-def test_recalibrated_outputs_have_the_teacher_channel_statistics(tiny_resnet20):
-    """Each generated conv's output, in the recalibrated network, has per-channel mean and std
-    equal to the teacher's channel at the same relative position — computed directly."""
+def test_recalibrated_outputs_have_the_full_width_channel_statistics(tiny_resnet20):
+    """Each generated conv's output, in the recalibrated width-0.5 network, has per-channel mean
+    and std equal to the full-width network's channel at the same relative position — both
+    computed directly here from plain forwards."""
     net = make_net(tiny_resnet20, generated="authors", norm="fold").eval()
     x = torch.randn(64, 1, 16, 16)
-    fraction = 0.5
-    weights = recalibrate(net, fraction, net.generate(fraction), x)
+    weights = recalibrate(net, 0.5, net.generate(0.5), x)
 
-    # Direct computation: the teacher's per-channel statistics of every layer ...
-    teacher = {}
-    tref = {n: net.reference(n) for n in net.reference_names()}
-    tiny_resnet20.forward(x, lambda s, h: _record(teacher, s, apply_layer(s, h, tref)))
-    # ... and the recalibrated student's.
-    student = {}
-    full = net.weights(weights)
-    tiny_resnet20.forward(x, lambda s, h: _record(student, s, apply_layer(s, h, full)))
+    full_width, student = {}, {}
+    ref = net.weights(net.generate(1.0))
+    tiny_resnet20.forward(x, lambda s, h: _record(full_width, s, apply_layer(s, h, ref)))
+    rec = net.weights(weights)
+    tiny_resnet20.forward(x, lambda s, h: _record(student, s, apply_layer(s, h, rec)))
 
-    checked = 0
     for layer in net.generated:
         mean, std = student[layer.name]
-        idx = subsample_index(len(mean), len(teacher[layer.name][0]))
-        torch.testing.assert_close(mean, teacher[layer.name][0][idx], atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(std, teacher[layer.name][1][idx], atol=1e-4, rtol=1e-3)
-        checked += 1
-    assert checked == 12
+        idx = subsample_index(len(mean), len(full_width[layer.name][0]))
+        assert len(mean) < len(full_width[layer.name][0]) or layer.out_group not in net.groups
+        torch.testing.assert_close(mean, full_width[layer.name][0][idx], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(std, full_width[layer.name][1][idx], atol=1e-4, rtol=1e-3)
+    # ... while without recalibration they do not.
+    plain = {}
+    raw = net.weights(net.generate(0.5))
+    tiny_resnet20.forward(x, lambda s, h: _record(plain, s, apply_layer(s, h, raw)))
+    last = net.generated[-1].name
+    idx = subsample_index(len(plain[last][0]), len(full_width[last][0]))
+    assert not torch.allclose(plain[last][1], full_width[last][1][idx], atol=1e-3)
 
 
-def test_recalibration_at_full_width_of_the_teacher_itself_changes_nothing(tiny_resnet20):
-    """When the generated tensors *are* the teacher's, the statistics already match."""
+def test_recalibration_at_full_width_changes_nothing(tiny_resnet20):
     net = make_net(tiny_resnet20, generated="authors", norm="fold").eval()
     x = torch.randn(32, 1, 16, 16)
-    teacher_weights = {n: net.reference(n) for n in net.generated_names()}
-    out = recalibrate(net, 1.0, teacher_weights, x)
-    for n in teacher_weights:
-        torch.testing.assert_close(out[n], teacher_weights[n], atol=1e-4, rtol=1e-4)
+    generated = net.generate(1.0)
+    out = recalibrate(net, 1.0, generated, x)
+    for n in generated:
+        torch.testing.assert_close(out[n], generated[n], atol=1e-4, rtol=1e-4)
 
 
-def test_teacher_stats_match_channel_stats_of_the_folded_forward(tiny_resnet20):
+def test_layer_stats_are_channel_stats_of_the_forward(tiny_resnet20):
     net = make_net(tiny_resnet20, generated="authors", norm="fold")
     x = torch.randn(8, 1, 16, 16)
-    stats = teacher_stats(net, x)
-    y = apply_layer(tiny_resnet20.stem, x, {n: net.reference(n) for n in ("stem.weight", "stem.bias")})
+    weights = {n: net.reference(n) for n in net.reference_names()}
+    stats = layer_stats(net, weights, x)
+    y = apply_layer(tiny_resnet20.stem, x, weights)
     torch.testing.assert_close(stats["stem"][0], channel_stats(y)[0])
 
 

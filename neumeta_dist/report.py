@@ -1,0 +1,81 @@
+"""The evidence table: several runs' `results.json` (and the individually trained baseline)
+side by side, accuracy per width, with the plot — what `docs/results.md` is made from.
+
+`neumeta-dist report --runs DIR [DIR ...] [--individual FILE] --out docs/results.md` also
+copies each run's results to `docs/results/<dataset>_<model>_<recipe>.json` beside it.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+
+def load_rows(run_dirs: list[Path]) -> list[dict]:
+    rows = []
+    for d in run_dirs:
+        path = Path(d) / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `neumeta-dist eval --run {d}` first")
+        rows.append(json.loads(path.read_text()))
+    return rows
+
+
+def table(results: list[dict], individual: dict | None, commands: dict[str, str]) -> str:
+    widths = sorted({w["width"] for r in results for w in r["widths"]})
+    teacher = results[0]["teacher"]
+    head = "| method | " + " | ".join(f"w={w:g} (γ={1 - w:.0%})" for w in widths) + " |"
+    lines = [f"Teacher (full width, BN): accuracy {teacher['accuracy']:.4f}, {teacher['params']:,} parameters.",
+             "Cells: test accuracy; `*` marks widths outside the training range (unseen).", "",
+             head, "|" + "---|" * (len(widths) + 1)]
+    if individual:
+        acc = {w["width"]: w["accuracy"] for w in individual["widths"]}
+        lines.append("| individually trained | " + " | ".join(f"{acc[w]:.4f}" if w in acc else "–" for w in widths) + " |")
+    for r in results:
+        acc = {w["width"]: (w["accuracy"], w["seen"]) for w in r["widths"]}
+        cells = [f"{acc[w][0]:.4f}{'' if acc[w][1] else '*'}" if w in acc else "–" for w in widths]
+        lines.append(f"| {r['recipe']} | " + " | ".join(cells) + " |")
+    lines += ["", "| method | stages | generated tensors | command |", "|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['recipe']} | {r['stages_completed']} | {len(r['generated_layers'])} | "
+                     f"`{commands.get(r['recipe'], '')}` |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], individual: dict | None, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.axhline(results[0]["teacher"]["accuracy"], color="k", ls="--", lw=1, label="teacher")
+    if individual:
+        ws = individual["widths"]
+        ax.plot([w["compression"] for w in ws], [w["accuracy"] for w in ws], "k-s", ms=4, label="individually trained")
+    for i, r in enumerate(results):
+        ws = r["widths"]
+        ax.plot([w["compression"] for w in ws], [w["accuracy"] for w in ws], "-", color=f"C{i}", label=r["recipe"])
+        unseen = [w for w in ws if not w["seen"]]
+        ax.scatter([w["compression"] for w in unseen], [w["accuracy"] for w in unseen], marker="x", color=f"C{i}")
+    ax.set_xlabel("parameter compression (1 − params / teacher params); × = unseen width")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{results[0]['dataset']} · {results[0]['model']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(run_dirs: list[Path], individual: Path | None, out: Path, commands: dict[str, str]) -> str:
+    results = load_rows(run_dirs)
+    ind = json.loads(Path(individual).read_text()) if individual else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    store = out.parent / "results"
+    store.mkdir(exist_ok=True)
+    for d, r in zip(run_dirs, results):
+        shutil.copyfile(Path(d) / "results.json", store / f"{r['dataset']}_{r['model']}_{r['recipe']}.json")
+    if ind:
+        shutil.copyfile(individual, store / f"{ind['dataset']}_{ind['model']}_individual.json")
+    plot(results, ind, out.parent / f"{results[0]['dataset']}_{results[0]['model']}.png")
+    return table(results, ind, commands)
