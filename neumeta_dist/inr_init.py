@@ -67,29 +67,38 @@ def reconstruction_warmup(net, steps: int, lr: float, fractions: list[float], we
                           log=None, names: list[str] | None = None) -> float:
     """Adam on the reconstruction loss alone, cycling through `fractions`; returns the last error.
 
-    `names` restricts the loss to some tensors (a stage's new ones): heads are independent,
-    so the others get zero gradients and plain Adam leaves them exactly as they were.
+    `names` restricts the fit to some tensors (a stage's new ones): only their heads are
+    optimised (`MetamorphicNet.only_heads`), every other head is left exactly as it was.
     Deterministic and data-free, so every rank does the same work and stays identical.
     """
     if steps <= 0:
         return float("nan")
-    opt = torch.optim.Adam(net.inr.parameters(), lr=lr)
+    names = names if names is not None else net.generated_names()
+    layers = _layers_of(net, names)
     net.train()
     err = float("nan")
-    for step in range(steps):
-        f = fractions[step % len(fractions)]
-        generated = net.generate(f, noise=0.0)
-        if names is not None:
-            generated = {n: generated[n] for n in names}
-        loss = reconstruction(generated, lambda n: subsampled_target(net, n, f), weighting)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if f == 1.0:
-            err = loss.item()
-        if log is not None and (step + 1) % 50 == 0:
-            log(step + 1, err)
+    with net.only_heads(names) as inr:
+        opt = torch.optim.Adam(inr.parameters(), lr=lr)
+        for step in range(steps):
+            f = fractions[step % len(fractions)]
+            generated = net.generate(f, noise=0.0, layers=layers)
+            loss = reconstruction({n: generated[n] for n in names}, lambda n: subsampled_target(net, n, f), weighting)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if f == 1.0:
+                err = loss.item()
+            if log is not None and (step + 1) % 50 == 0:
+                log(step + 1, err)
     return err
+
+
+def _layers_of(net, names: list[str] | None):
+    """The active layers holding `names` (None: all active): generate only what is fitted."""
+    if names is None:
+        return None
+    owners = {n.rsplit(".", 1)[0] for n in names}
+    return tuple(l for l in net.generated if l.name in owners)
 
 
 @torch.no_grad()
@@ -97,7 +106,7 @@ def reconstruction_error(net, fraction: float = 1.0, names: list[str] | None = N
     """Plain MSE between generated and (subsampled) teacher weights, noise-free."""
     was = net.training
     net.eval()
-    generated = net.generate(fraction)
+    generated = net.generate(fraction, layers=_layers_of(net, names))
     if names is not None:
         generated = {n: generated[n] for n in names}
     err = reconstruction(generated, lambda n: subsampled_target(net, n, fraction), "none").item()
