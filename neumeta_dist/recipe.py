@@ -44,16 +44,10 @@ class Stage:
 def units(family: ResNetFamily, which: str) -> tuple[Unit, ...]:
     """The metamorphic units of `family` in forward (input → output) order."""
     blocks = [Unit(b.name, b.convs + ((b.shortcut,) if b.shortcut else ())) for b in family.blocks]
-    in_block = {l.name for u in blocks for l in u.layers}
     # Every layer in forward order: a block is one unit, any other layer (stem, classifier,
     # a LeNet's convs) a unit of its own.
-    every, seen = [], set()
-    for layer in family.layers:
-        unit = next((u for u in blocks if layer in u.layers), None) if layer.name in in_block \
-            else Unit(layer.name, (layer,))
-        if unit.name not in seen:
-            every.append(unit)
-            seen.add(unit.name)
+    block_of = {l.name: u for u in blocks for l in u.layers}
+    every = list(dict.fromkeys(block_of.get(l.name) or Unit(l.name, (l,)) for l in family.layers))
     chosen = {
         "all": every,
         "blocks": blocks,

@@ -299,6 +299,11 @@ def evaluate_run(cfg: Config, accelerator, splits: Splits, family: ResNetFamily,
                "smoothing": {"tv_before": reference.get("tv_before"), "tv_after": reference.get("tv_after")}}
     if accelerator.is_main_process:
         write_results(Path(cfg.run_dir), results)
+        from torch.utils.tensorboard import SummaryWriter
+        with SummaryWriter(str(Path(cfg.run_dir) / "tb" / "eval")) as tb:
+            for row in rows:  # x axis: width in per mille, so widths sort as numbers do
+                tb.add_scalar("eval/accuracy_vs_width", row["accuracy"], round(1000 * row["width"]))
+                tb.add_scalar("eval/compression_vs_width", row["compression"], round(1000 * row["width"]))
     return results
 
 

@@ -14,25 +14,14 @@ from neumeta_dist.models.resnet import Teacher, apply_layer, build_family, param
 from neumeta_dist.recipe import generated_layers, metamorphic_groups
 from neumeta_dist.smoothing import smooth, total_variation
 
+from conftest import random_bn_teacher
+
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist_lenet.yaml"
 CONVS = {"c1", "c2", "c3"}
 
 
 def _family(width=1.0):
     return build_family("lenet", width, in_channels=1, num_classes=10)
-
-
-def _random_bn_teacher(family, seed=0):
-    """Random BN affine and running statistics, so folding is non-trivial."""
-    torch.manual_seed(seed)
-    teacher = Teacher(family)
-    with torch.no_grad():
-        for bn in teacher.norms.values():
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.normal_(0, 0.3)
-            bn.running_mean.normal_(0, 0.3)
-            bn.running_var.uniform_(0.5, 2.0)
-    return teacher.eval()
 
 
 def _logits(family, weights, x):
@@ -57,7 +46,7 @@ def test_build_family_shapes():
 
 def test_folded_teacher_matches_bn_teacher():
     family = _family()
-    teacher = _random_bn_teacher(family)
+    teacher = random_bn_teacher(family)
     folded = teacher.folded()
     x = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
@@ -67,7 +56,7 @@ def test_folded_teacher_matches_bn_teacher():
 
 def test_smoothing_preserves_logits_and_lowers_variation():
     family = _family()
-    folded = _random_bn_teacher(family, seed=1).folded()
+    folded = random_bn_teacher(family, seed=1).folded()
     smoothed, perms, stats = smooth(family, folded, two_opt_rounds=20)
     assert set(perms) == CONVS
     assert any(not torch.equal(p, torch.arange(32)) for p in perms.values())
@@ -100,7 +89,7 @@ def _lenet_net(family, reference):
 @pytest.mark.parametrize("fraction, width", [(0.25, 8), (0.5, 16), (1.0, 32)])
 def test_metamorphic_lenet_generates_everything_in_one_call(fraction, width):
     family = _family()
-    net = _lenet_net(family, _random_bn_teacher(family).folded())
+    net = _lenet_net(family, random_bn_teacher(family).folded())
     assert net.kernel == 5  # one 5×5 kernel (25 outputs) per coordinate, as in NeuMeta
     calls = []
     net.inr.register_forward_hook(lambda *a: calls.append(1))
@@ -117,7 +106,7 @@ def test_metamorphic_lenet_generates_everything_in_one_call(fraction, width):
 
 def test_export_round_trip_keeps_family_and_function(tmp_path):
     family = _family()
-    weights = _random_bn_teacher(family).folded()
+    weights = random_bn_teacher(family).folded()
     save_exported(PlainNet(family, weights, {}), tmp_path / "lenet.pt", 1.0)
     loaded = load_exported(tmp_path / "lenet.pt")
     assert loaded.family == family

@@ -7,18 +7,7 @@ from neumeta_dist.models.resnet import Teacher, apply_layer, build_family
 from neumeta_dist.smoothing import (channel_features, path_length, permute, smooth, solve_path,
                                     total_variation)
 
-
-def _random_bn_teacher(family, seed=0):
-    """A teacher whose folding is non-trivial: random BN affine and running statistics."""
-    torch.manual_seed(seed)
-    teacher = Teacher(family)
-    with torch.no_grad():
-        for bn in teacher.norms.values():
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.normal_(0, 0.3)
-            bn.running_mean.normal_(0, 0.3)
-            bn.running_var.uniform_(0.5, 2.0)
-    return teacher.eval()
+from conftest import random_bn_teacher
 
 
 def _logits(family, weights, x):
@@ -32,7 +21,7 @@ def _logits(family, weights, x):
 ])
 def test_permutation_preserves_logits(name, width, in_ch, side):
     family = build_family(name, width, in_channels=in_ch, num_classes=10)
-    teacher = _random_bn_teacher(family)
+    teacher = random_bn_teacher(family)
     folded = teacher.folded()
     before = {k: v.clone() for k, v in folded.items()}
     smoothed, perms, stats = smooth(family, folded, two_opt_rounds=20)
@@ -104,7 +93,7 @@ def test_solve_path_is_deterministic_and_beats_greedy_and_identity():
 
 def test_channel_features_shape():
     family = build_family("resnet20", 0.5, in_channels=1, num_classes=10)
-    weights = _random_bn_teacher(family).folded()
+    weights = random_bn_teacher(family).folded()
     # stream0: produced by the stem (1·3·3 + bias), read by layer1.*.conv1 (8·3·3 each) and
     # added to by layer1.*.conv2 (8·3·3 + bias each), read by layer2.0.conv1/down (16·9, 16).
     feats = channel_features(family, weights, "stream0")
