@@ -16,7 +16,7 @@ from neumeta_dist.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY = ["data.dataset=synthetic", "data.train_limit=1536", "data.test_limit=512", "data.batch_size=64",
-        "data.val_fraction=0.2", "model.width=0.25", "teacher.epochs=3", "teacher.lr=0.05",
+        "data.val_fraction=0.2", "model.width=0.25", "teacher.epochs=5", "teacher.lr=0.05",
         "meta.generated=authors", "meta.min_width=0.5", "meta.alpha_init=1.0",
         "inr.hidden=16", "inr.layers=1", "inr.num_freqs=4", "train.max_steps=12", "train.log_every=2",
         "train.widths_per_step=2", "recipe.init=recon", "recipe.warmup_steps=150", "recipe.units_per_stage=3",
@@ -148,3 +148,16 @@ def test_next_stage_starts_from_the_previous_stage_selected_network(run):
     for (n, a), (m, b) in zip(prev.state_dict().items(), start.state_dict().items()):
         assert n == m and torch.equal(a, b), n
     assert [l.name for l in start.generated] == [l.name for l in stages[1].layers]
+
+
+def test_training_is_deterministic_on_cpu(run, tmp_path):
+    """Same config and seed, a second run (teacher and stage 1): bitwise the same teacher and INR."""
+    again = tmp_path / "again"
+    train(again, "--stage", "0")
+    train(again, "--stage", "1")
+    a = torch.load(run / "teacher" / "teacher.pt", weights_only=False)["state_dict"]
+    b = torch.load(again / "teacher" / "teacher.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    a = torch.load(run / "stage_1" / "final.pt", weights_only=False)["model"]
+    b = torch.load(again / "stage_1" / "final.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
