@@ -36,7 +36,6 @@ class DataConfig:
     val_fraction: float = 0.1  # held out of the training split for model selection
     train_limit: int = 0  # 0 = every training sample; > 0 for quick runs
     test_limit: int = 0
-    augment: bool = False
 
 
 @dataclass
