@@ -26,7 +26,7 @@ import torch.nn as nn
 from .config import INRConfig
 from .coords import CoordTable, build_table, centre_columns, normalise, split_output
 from .inr import INR
-from .models.resnet import Block, Layer, ResNetFamily, apply_layer, parameter_count
+from .models.resnet import Layer, ResNetFamily, apply_layer, parameter_count
 from .recipe import metamorphic_groups
 
 

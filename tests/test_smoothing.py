@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from neumeta_dist.models.resnet import Teacher, apply_layer, build_family
+from neumeta_dist.models.resnet import apply_layer, build_family
 from neumeta_dist.smoothing import (channel_features, path_length, permute, smooth, solve_path,
                                     total_variation)
 
