@@ -45,22 +45,29 @@ def merged_weights(net, fraction: float, samples: int, noise: float, seed: int =
     return out
 
 
-def network_at(net, fraction: float, samples: int, calib_x: torch.Tensor | None = None) -> dict:
+def network_at(net, fraction: float, samples: int, calib_x: torch.Tensor | None = None,
+               targets: dict | None = None) -> dict:
     """The generated tensors evaluated and exported at `fraction`: merged samples, then the
-    per-width recalibration when `calib_x` (a calibration batch) is given (norms.py)."""
+    per-width recalibration when `calib_x` (a calibration batch) is given (norms.py);
+    `targets` (full-width statistics) can be passed to share them across widths."""
     weights = merged_weights(net, fraction, samples, net.coord_noise)
     if calib_x is None:
         return weights
     from .norms import recalibrate
-    return recalibrate(net, fraction, weights, calib_x.to(net.inr.w_in.device))
+    return recalibrate(net, fraction, weights, calib_x.to(net.inr.w_in.device), targets)
 
 
 def sweep(net, widths: list[float], data: TensorDataset, batch_size: int, samples: int,
           seen: Callable[[float], bool], accelerator=None, calib_x: torch.Tensor | None = None) -> list[dict]:
     full = net.params_at(1.0)
+    targets = None
+    if calib_x is not None:  # the full-width statistics, computed once for every width
+        from .norms import full_width_stats
+        calib_x = calib_x.to(net.inr.w_in.device)
+        targets = full_width_stats(net, calib_x)
     rows = []
     for w in sorted(widths):
-        weights = network_at(net, w, samples, calib_x)
+        weights = network_at(net, w, samples, calib_x, targets)
         acc = accuracy(lambda x: net(x, w, weights=weights)[0], data, batch_size, accelerator)
         params = net.params_at(w)
         rows.append({"width": w, "seen": bool(seen(w)), "params": params,
