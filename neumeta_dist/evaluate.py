@@ -97,25 +97,6 @@ def results_table(r: dict) -> str:
 
 
 def plot(r: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ws = r["widths"]
-    ax.axhline(r["teacher"]["accuracy"], color="k", ls="--", label="teacher (full width)")
-    ax.plot([w["compression"] for w in ws], [w["accuracy"] for w in ws], "-", color="C0",
-            label=f"metamorphic ({r['recipe']})")
-    for seen, marker, label in ((True, "o", "seen width"), (False, "x", "unseen width")):
-        pts = [w for w in ws if w["seen"] == seen]
-        if pts:
-            ax.scatter([w["compression"] for w in pts], [w["accuracy"] for w in pts], marker=marker,
-                       color="C0" if seen else "C3", zorder=3, label=label)
-    ax.set_xlabel("parameter compression (1 − params / teacher params)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{r['dataset']} · {r['model']}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """One run's accuracy-vs-compression plot: the evidence plot (report.py) with one curve."""
+    from .report import plot as plot_runs
+    plot_runs([r], None, path)

@@ -55,9 +55,11 @@ def plot(results: list[dict], individual: dict | None, path: Path) -> None:
     for i, r in enumerate(results):
         ws = r["widths"]
         ax.plot([w["compression"] for w in ws], [w["accuracy"] for w in ws], "-", color=f"C{i}", label=r["recipe"])
-        unseen = [w for w in ws if not w["seen"]]
-        ax.scatter([w["compression"] for w in unseen], [w["accuracy"] for w in unseen], marker="x", color=f"C{i}")
-    ax.set_xlabel("parameter compression (1 − params / teacher params); × = unseen width")
+        for seen, marker in ((True, "o"), (False, "x")):
+            pts = [w for w in ws if w["seen"] == seen]
+            ax.scatter([w["compression"] for w in pts], [w["accuracy"] for w in pts], marker=marker,
+                       s=16, color=f"C{i}", zorder=3)
+    ax.set_xlabel("parameter compression (1 − params / teacher params); ● seen, × unseen width")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{results[0]['dataset']} · {results[0]['model']}")
     ax.grid(alpha=0.3)
