@@ -93,6 +93,10 @@ def normalise(table: CoordTable, noise: float = 0.0, generator: torch.Generator 
     """
     index = table.index
     if noise > 0:
+        if generator is not None and generator.device != index.device:
+            # Same seed, generator on the table's device: no host-side draw and no copy
+            # of a table-sized noise tensor per step (the draw differs between devices).
+            generator = torch.Generator(device=index.device).manual_seed(generator.initial_seed())
         u = torch.rand(index.shape, generator=generator, device=index.device) - 0.5
         u[:, 0] = 0.0
         u[:, 2] *= (table.extent[:, 2] > 1)

@@ -113,7 +113,12 @@ class INR(nn.Module):
     def reset_head(self, head: int, generator: torch.Generator | None = None) -> None:
         """Random re-initialisation of one head (same law as at construction)."""
         for w, b in [(self.w_in, self.b_in), *zip(self.w_hid, self.b_hid), (self.w_out, self.b_out)]:
-            _init_(w[head], b[head], generator)
+            # Drawn on the CPU (where the seeded generator lives), so every device and rank
+            # gets the same head.
+            w_h, b_h = torch.empty(w.shape[1:]), torch.empty(b.shape[1:])
+            _init_(w_h, b_h, generator)
+            w[head].copy_(w_h)
+            b[head].copy_(b_h)
         self.res_scale[:, head] = self.residual_scale
 
 

@@ -111,7 +111,8 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     """Train (or resume) stage k; writes `final.pt` and `COMPLETE` last."""
     tc, micro_batches, stage, sdir = cfg.train, cfg.train.widths_per_step, stages[k - 1], stage_dir(cfg, k)
     accelerator.gradient_accumulation_steps = micro_batches
-    model = _stage_start(cfg, family, reference, stages, k)
+    # On the accelerator before the warm-up: it is thousands of small INR steps.
+    model = _stage_start(cfg, family, reference, stages, k).to(accelerator.device)
     resumed = ckpt.latest_checkpoint(sdir) is not None
     log = Logger(accelerator, Path(cfg.run_dir) / "tb" / sdir.name, steps_per_stage(cfg, len(splits.train)),
                  sdir.name)
