@@ -131,7 +131,9 @@ def prepare_teacher(accelerator, teacher: nn.Module, placement: str) -> nn.Modul
         raise ParallelError("train.teacher_mode=sharded needs DeepSpeed: launch with a configs/accelerate/"
                             "zero*.yaml file, or set train.teacher_mode=replicated")
     import deepspeed
-    config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3},
+    student = deepspeed_plugin(accelerator).deepspeed_config.get("zero_optimization", {})
+    zero = {"stage": 3, **{k: student[k] for k in ("stage3_param_persistence_threshold",) if k in student}}
+    config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": zero,
               "torch_autocast": {"enabled": accelerator.mixed_precision == "bf16", "dtype": "bfloat16"}}
     engine = deepspeed.initialize(model=teacher.to(accelerator.device), config=config)[0]
     engine.eval()

@@ -28,18 +28,24 @@ from test_pipeline import TINY  # noqa: E402
 MODES = ("ddp", "zero2", "zero3")
 # SkipInit leaves the α of blocks a stage does not generate unused (frozen, partitioned under
 # ZeRO-3); clipping by norm is what DeepSpeed does, so the three modes run the same maths.
+# KD on: under ZeRO-3 the teacher is a sharded inference engine, elsewhere a replicated module.
 DIST = [*TINY, "meta.norm=skipinit", "train.clip_mode=norm", "train.max_steps=8", "train.save_every=3",
-        "train.log_every=1", "recipe.warmup_steps=60", "train.lr=4e-3"]
+        "train.log_every=1", "recipe.warmup_steps=20", "teacher.epochs=3", "train.lr=4e-3", "loss.kd=1"]
+TEACHER = {"ddp": "replicated", "zero2": "replicated", "zero3": "sharded"}
 KILL_AT = {"ddp": 7, "zero2": 7, "zero3": 5}  # checkpoints at 3 and 6 (ZeRO-3: at 3 only) survive
-ZERO_TOL = 1e-6  # |Δ| allowed between a resumed and an uninterrupted ZeRO run (measured: 0, bitwise)
-MODE_TOL = 1e-4  # |Δ| between DDP and ZeRO-2/3 after 8 steps (reduction order differs)
+# |Δ| between DDP and ZeRO after 8 steps. ZeRO-2 reduce-scatters the gradients DDP all-reduces:
+# measured 9e-8. ZeRO-3 also runs the backward on gathered copies: its gradients differ from
+# DDP's by rounding (~1e-8), which Adam turns into a sizeable share of one lr step (4e-3)
+# wherever a gradient is that small — the KD term, ~0 while the student is the teacher:
+# measured 1.6e-4 with KD (6e-8 without), and bitwise the same with a replicated teacher.
+MODE_TOL = {"zero2": 1e-6, "zero3": 1e-3}
 
 
 def launch(mode: str, run_dir: Path, *args: str, nproc: int = 2, env: dict | None = None,
            check: bool = True) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "accelerate"), "launch", "--config_file", f"configs/accelerate/{mode}.yaml",
            "--num_processes", str(nproc), "--mixed_precision", "no", "launch/train.py",
-           "--config", "configs/demo.yaml", *args, *DIST, f"run_dir={run_dir}"]
+           "--config", "configs/demo.yaml", *args, *DIST, f"train.teacher_mode={TEACHER[mode]}", f"run_dir={run_dir}"]
     env = {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1", "NEUMETA_TRACE_DIR": str(run_dir / "trace"),
            **(env or {})}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
@@ -138,7 +144,7 @@ def test_stage_training_lowers_the_loss(runs, mode):
     run = runs.get("uninterrupted", mode)
     start = torch.load(run / "trace" / "start_rank0_stage1.pt", weights_only=False)
     before, after = _task_loss(run, start), _task_loss(run, _final(run)["model"])
-    assert after < 0.97 * before, (before, after)  # measured: 2.03 -> 1.95 (DDP)
+    assert after < 0.98 * before, (before, after)  # measured: 2.199 -> 2.137 in every mode
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -157,8 +163,9 @@ def test_every_rank_ends_with_the_same_whole_network(runs, mode):
 
 @pytest.mark.parametrize("mode", ["zero2", "zero3"])
 def test_zero_trains_the_same_network_as_ddp(runs, mode):
+    """Same maths, other placement (ZeRO-3: a sharded KD teacher too): equal to rounding."""
     ddp, zero = _final(runs.get("uninterrupted", "ddp")), _final(runs.get("uninterrupted", mode))
-    assert _max_diff(ddp["model"], zero["model"]) < MODE_TOL
+    assert _max_diff(ddp["model"], zero["model"]) < MODE_TOL[mode]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -167,7 +174,7 @@ def test_run_killed_mid_stage_resumes_to_the_uninterrupted_weights(runs, mode):
     assert resumed["killed"].returncode != 0 and "SIGKILL" in resumed["killed"].stderr
     a, b = _final(runs.get("uninterrupted", mode)), _final(resumed["run"])
     diff = max(_max_diff(a["model"], b["model"]), _max_diff(a["ema"]["shadow"], b["ema"]["shadow"]))
-    assert diff <= (0.0 if mode == "ddp" else ZERO_TOL), diff
+    assert diff == 0.0, diff  # bitwise on CPU in every mode (gloo reductions are deterministic)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -211,6 +218,8 @@ def test_named_checkpoint_is_resumed_over_a_newer_one(runs):
 
 
 def test_next_stage_starts_from_zero3_shards_of_the_previous_one(runs):
+    """Stage 2, after ZeRO-3 partitioned and re-gathered it, holds stage 1's selected network:
+    every head of stage 1's layers, α and the classifier (its new heads are initialised anew)."""
     from neumeta_dist import checkpoint as ckpt
     from neumeta_dist.data import load_splits
     from neumeta_dist.teacher import family_from_config
@@ -222,10 +231,16 @@ def test_next_stage_starts_from_zero3_shards_of_the_previous_one(runs):
     cfg = load_config(run / "config.yaml")
     family = family_from_config(cfg, load_splits(cfg.data, cfg.train.seed))
     reference = ckpt.load_torch(run / "teacher" / "reference.pt", "reference")
-    prev = load_trained(cfg, family, reference, stage_plan(cfg, family), 1).state_dict()
-    for rank in (0, 1):  # gathered from the ZeRO-3 partitions after stage 2's prepare
+    prev = load_trained(cfg, family, reference, stage_plan(cfg, family), 1)
+    heads = torch.tensor(sorted({prev.head_of(n) for n in prev.generated_names()}))
+    for rank in (0, 1):
         start = torch.load(run / "trace" / f"start_rank{rank}_stage2.pt", weights_only=False)
-        assert _max_diff(prev, start) == 0
+        assert start.keys() == prev.state_dict().keys()
+        for name, value in prev.state_dict().items():
+            if name.startswith("inr."):
+                axis = 1 if name == "inr.res_scale" else 0
+                value, start[name] = value.index_select(axis, heads), start[name].index_select(axis, heads)
+            assert torch.equal(value, start[name]), name
 
 
 @pytest.mark.parametrize("mode", MODES)
