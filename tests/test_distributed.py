@@ -22,7 +22,6 @@ from neumeta_dist.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(Path(__file__).parent))
 from test_pipeline import TINY  # noqa: E402
 
 MODES = ("ddp", "zero2", "zero3")
