@@ -2,8 +2,11 @@
 
 A checkpoint is written under a temporary name and renamed into place only after every file
 in it is fsynced, so a reader sees a whole checkpoint or none. `meta.json` is written last
-inside it; a directory without a readable one is a truncated checkpoint, skipped with a
-warning naming it.
+inside it and lists every other file with its size and CRC-32: a directory without a
+readable one, or whose files no longer match it (truncated or corrupted later, e.g. by a
+full disk or a copy cut short), is skipped with a warning naming it and the next older
+checkpoint is used. Ranks write their own shards (DeepSpeed); the main process writes the
+manifest, so the run directory must be on a filesystem every rank sees.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 import os
 import shutil
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,29 @@ def fsync_tree(path: Path) -> None:
         for f in files:
             with open(Path(root) / f, "rb") as fh:
                 os.fsync(fh.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def manifest(ckpt: Path) -> dict[str, list[int]]:
+    """{relative path: [size, crc32]} of every file under `ckpt` but meta.json."""
+    files = sorted(p for p in ckpt.rglob("*") if p.is_file() and p.name != META)
+    return {str(p.relative_to(ckpt)): [p.stat().st_size, _crc32(p)] for p in files}
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -75,10 +102,11 @@ def save_state(accelerator, stage_dir: Path, step: int, meta: dict, extra: dict[
     if accelerator.is_main_process:
         for name, obj in extra.items():
             torch.save(obj, tmp / f"{name}.pt")
-        (tmp / META).write_text(json.dumps({**meta, "step": step}))
         fsync_tree(tmp)
+        atomic_write_text(tmp / META, json.dumps({**meta, "step": step, "files": manifest(tmp)}))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        fsync_dir(stage_dir)
     accelerator.wait_for_everyone()
     return final
 
@@ -90,18 +118,50 @@ def read_meta(ckpt: Path) -> dict | None:
         return None
 
 
-def latest_checkpoint(stage_dir: Path) -> Path | None:
-    """Newest complete checkpoint; incomplete ones are reported and skipped."""
-    candidates = sorted(stage_dir.glob("checkpoint_*"), reverse=True) if stage_dir.is_dir() else []
-    for ckpt in candidates:
-        if read_meta(ckpt) is not None:
-            return ckpt
-        warnings.warn(f"skipping truncated checkpoint {ckpt} (no readable {META}); delete it to silence this")
+def problem(ckpt: Path) -> str | None:
+    """Why `ckpt` cannot be resumed from (None: it is whole)."""
+    meta = read_meta(ckpt)
+    if meta is None:
+        return f"no readable {META}"
+    for rel, (size, crc) in meta.get("files", {}).items():
+        f = ckpt / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        if f.stat().st_size != size:
+            return f"{rel} has {f.stat().st_size} bytes, {size} were written"
+        if _crc32(f) != crc:
+            return f"{rel} does not match its checksum"
     return None
 
 
+def checkpoints(stage_dir: Path) -> list[Path]:
+    """Checkpoint directories of a stage, oldest first (whole or not)."""
+    return sorted(stage_dir.glob("checkpoint_*")) if stage_dir.is_dir() else []
+
+
+def latest_checkpoint(stage_dir: Path) -> Path | None:
+    """Newest whole checkpoint; truncated or corrupt ones are reported and skipped."""
+    for ckpt in reversed(checkpoints(stage_dir)):
+        why = problem(ckpt)
+        if why is None:
+            return ckpt
+        warnings.warn(f"skipping checkpoint {ckpt}: {why}; delete it to silence this")
+    return None
+
+
+def named_checkpoint(path: Path) -> Path:
+    """A checkpoint the user named (train.resume=<dir>): whole, or a one-line error."""
+    if not path.is_dir():
+        raise CheckpointError(f"train.resume={path}: no such checkpoint directory (pass a stage_<k>/checkpoint_<step> "
+                              "directory, auto or none)")
+    why = problem(path)
+    if why is not None:
+        raise CheckpointError(f"train.resume={path}: unusable checkpoint ({why}); name another one or use auto")
+    return path
+
+
 def prune(stage_dir: Path, keep: int) -> None:
-    complete = [c for c in sorted(stage_dir.glob("checkpoint_*")) if read_meta(c) is not None]
+    complete = [c for c in checkpoints(stage_dir) if read_meta(c) is not None]
     for old in complete[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
 

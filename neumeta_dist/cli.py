@@ -8,8 +8,9 @@ from pathlib import Path
 from . import checkpoint as ckpt
 
 
-def _run_context(run: Path, overrides: list[str]):
-    """Config, data, family, teacher artefacts and stage plan of a run directory."""
+def _run_context(run: Path, overrides: list[str], result: dict | None = None):
+    """Config, data, family, teacher artefacts and stage plan of a run directory (which must
+    have a finished stage unless `result`, a consolidated checkpoint, replaces it)."""
     from .config import load_config
     from .data import load_splits
     from .teacher import family_from_config, teacher_dir
@@ -22,7 +23,7 @@ def _run_context(run: Path, overrides: list[str]):
     splits = load_splits(cfg.data, cfg.train.seed)
     family = family_from_config(cfg, splits)
     stages = stage_plan(cfg, family)
-    if completed_stages(cfg, stages) == 0:
+    if result is None and completed_stages(cfg, stages) == 0:
         raise SystemExit(f"error: {run} has no finished stage (no stage_1/COMPLETE): finish training first")
     teacher = ckpt.load_torch(teacher_dir(cfg) / "teacher.pt", "teacher checkpoint")
     reference = ckpt.load_torch(teacher_dir(cfg) / "reference.pt", "teacher reference")
@@ -39,9 +40,10 @@ def cmd_eval(args) -> None:
         overrides.append(f"eval.widths=[{args.widths}]")
     if args.samples:
         overrides.append(f"eval.samples={args.samples}")
-    cfg, splits, family, teacher, reference, stages = _run_context(Path(args.run), overrides)
+    result = _result(args)
+    cfg, splits, family, teacher, reference, stages = _run_context(Path(args.run), overrides, result)
     acc = make_accelerator(cfg.train.seed)
-    results = evaluate_run(cfg, acc, splits, family, reference, teacher, stages)
+    results = evaluate_run(cfg, acc, splits, family, reference, teacher, stages, result)
     if acc.is_main_process:
         print(results_table(results))
         print(f"wrote {Path(cfg.run_dir) / 'results.json'}")
@@ -50,16 +52,37 @@ def cmd_eval(args) -> None:
 def cmd_export(args) -> None:
     from .evaluate import network_at
     from .export import materialise, save_exported
-    from .train import calibration_batch, completed_stages, load_trained
+    from .train import calibration_batch, completed_stages, load_trained, selected_network
 
-    cfg, splits, family, _, reference, stages = _run_context(Path(args.run), list(args.overrides) + [f"run_dir={args.run}"])
-    net = load_trained(cfg, family, reference, stages, completed_stages(cfg, stages))
+    result = _result(args)
+    cfg, splits, family, _, reference, stages = _run_context(Path(args.run), list(args.overrides) + [f"run_dir={args.run}"],
+                                                             result)
+    if result is None:
+        net = load_trained(cfg, family, reference, stages, completed_stages(cfg, stages))
+    else:
+        net = selected_network(cfg, family, reference, result, stages[result["stage"] - 1].layers)
     weights = network_at(net, args.width, cfg.eval.samples, calibration_batch(cfg, splits))
     plain = materialise(net, weights)
     save_exported(plain, Path(args.out), args.width)
     n = sum(p.numel() for p in plain.parameters())
     print(f"exported width {args.width:g} ({n:,} parameters) to {args.out}; "
           f"load with neumeta_dist.export.load_exported")
+
+
+def _result(args) -> dict | None:
+    """The stage result named by --ckpt (final.pt or a consolidated checkpoint), if any."""
+    from .consolidate import load_result
+    return load_result(Path(args.ckpt)) if args.ckpt else None
+
+
+def cmd_consolidate(args) -> None:
+    from .consolidate import consolidate
+
+    result = consolidate(Path(args.ckpt))
+    ckpt.atomic_torch_save(result, Path(args.out))
+    n = sum(v.numel() for v in result["model"].values())
+    print(f"consolidated {args.ckpt} (stage {result['stage']}, step {result['steps']}, "
+          f"{result['source']['mode']} × {result['source']['world_size']}): {n:,} parameters + EMA to {args.out}")
 
 
 def cmd_plan(args) -> None:
@@ -134,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--run", required=True, help="run directory, e.g. runs/demo")
     e.add_argument("--widths", default="", help="comma-separated fractions, e.g. 0.25,0.5,1.0")
     e.add_argument("--samples", type=int, default=0, help="noisy samples averaged per network")
+    e.add_argument("--ckpt", default="", help="evaluate this stage result (consolidated file) instead of the last stage")
     e.add_argument("overrides", nargs="*")
     e.set_defaults(fn=cmd_eval)
 
@@ -141,8 +165,14 @@ def main(argv: list[str] | None = None) -> None:
     x.add_argument("--run", required=True)
     x.add_argument("--width", type=float, required=True, help="fraction of full width, e.g. 0.5")
     x.add_argument("--out", required=True)
+    x.add_argument("--ckpt", default="", help="export from this stage result (consolidated file) instead of the last stage")
     x.add_argument("overrides", nargs="*")
     x.set_defaults(fn=cmd_export)
+
+    c = sub.add_parser("consolidate", help="one plain file (INR + EMA) from a checkpoint, DeepSpeed shards included")
+    c.add_argument("--ckpt", required=True, help="a stage_<k>/checkpoint_<step> directory")
+    c.add_argument("--out", required=True, help="file to write; eval/export read it with --ckpt")
+    c.set_defaults(fn=cmd_consolidate)
 
     args = p.parse_args(argv)
     try:

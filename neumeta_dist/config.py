@@ -127,8 +127,10 @@ class TrainConfig:
     ema_decay: float = 0.995
     seed: int = 0
     log_every: int = 10
-    save_every: int = 0  # steps between checkpoints; 0 = only at the end
+    save_every: int = 0  # steps between checkpoints (and one at each stage end); 0 = only at the end
     keep_checkpoints: int = 2
+    resume: str = "auto"  # auto: the newest whole checkpoint of each stage; none: start over; or a checkpoint dir
+    teacher_mode: str = choice("replicated", "sharded")  # KD teacher: on every rank, or a ZeRO-3 engine
 
 
 @dataclass
@@ -157,9 +159,13 @@ class Config:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """Hash of everything but run_dir: ties checkpoints to the config that wrote them."""
+        """Hash of what decides the trained weights: ties checkpoints to the config that wrote
+        them. Where the run lives, how often it logs or saves and where it resumes from do not
+        count, so a resumed run may change them."""
         d = self.to_dict()
         d.pop("run_dir")
+        for key in ("log_every", "save_every", "keep_checkpoints", "resume"):
+            d["train"].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

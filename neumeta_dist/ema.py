@@ -21,12 +21,15 @@ class EMA:
         for k, p in module.named_parameters():
             self.shadow[k].lerp_(p.detach(), 1.0 - decay)
 
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+    def state_dict(self, cpu: bool = False) -> dict:
+        """`cpu=True`: copies on the CPU (what checkpoints store, whatever the device)."""
+        shadow = {k: v.detach().cpu().clone() for k, v in self.shadow.items()} if cpu else self.shadow
+        return {"decay": self.decay, "updates": self.updates, "shadow": shadow}
 
     def load_state_dict(self, state: dict) -> None:
         self.decay, self.updates = state["decay"], state.get("updates", 0)
-        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        self.shadow = {k: v.to(self.shadow[k].device if k in self.shadow else v.device).clone()
+                       for k, v in state["shadow"].items()}
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:

@@ -53,7 +53,9 @@ class MetamorphicNet(nn.Module):
         if norm == "skipinit":
             for b in family.blocks:
                 if any(c.name in planned_names for c in b.convs):
-                    self.alpha[_buf(b.name)] = nn.Parameter(torch.tensor(float(alpha_init)))
+                    # shape (1,), not (): DeepSpeed's initial broadcast views each parameter
+                    # as bytes, which a 0-dim tensor cannot be
+                    self.alpha[_buf(b.name)] = nn.Parameter(torch.full((1,), float(alpha_init)))
         self.shared = nn.ParameterDict()
         if train_head and family.fc.name not in planned_names:
             for n in family.fc.tensor_names():

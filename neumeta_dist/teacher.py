@@ -6,6 +6,7 @@ layer it does not generate, with the permutations and total-variation numbers).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from . import parallel
 from .checkpoint import atomic_torch_save, load_torch
 from .config import Config
 from .data import Splits
@@ -50,7 +52,8 @@ def train_teacher(cfg: Config, accelerator, splits: Splits, family: ResNetFamily
     if accelerator.is_main_process:
         atomic_torch_save(art, path)
     accelerator.wait_for_everyone()
-    return art
+    # Every rank continues from the same bytes: BN running statistics are per rank under DDP.
+    return load_torch(path, "teacher checkpoint")
 
 
 def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str) -> tuple[Teacher, float]:
@@ -59,7 +62,8 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str) -> 
     opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
                           nesterov=True)
     loader = DataLoader(splits.train, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True)
-    accelerator.gradient_accumulation_steps = 1
+    parallel.configure(accelerator, micro_batches=1, grad_clip=0.0, clip_mode="norm")
+    template = copy.deepcopy(model)
     model, opt, loader = accelerator.prepare(model, opt, loader)
     total = max(1, tc.epochs * len(loader))  # per-rank batches: the schedule is stepped by hand
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
@@ -81,15 +85,22 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str) -> 
                 log.scalars(step, {f"{name}/loss": loss.item(), f"{name}/lr": sched.get_last_lr()[0],
                                    f"{name}/images_per_s": ips})
                 log.progress(step, loss=loss.item(), img_s=ips)
-        model.eval()
-        val = accuracy(model, splits.val, cfg.data.eval_batch_size, accelerator)
+        val = accuracy(_plain(accelerator, model, template), splits.val, cfg.data.eval_batch_size, accelerator)
         log.scalars(step, {f"{name}/val_accuracy": val})
         log.print(f"{name} epoch {epoch + 1}/{tc.epochs}: val accuracy {val:.4f}")
-    net = accelerator.unwrap_model(model).eval()
+    net = _plain(accelerator, model, template)
     test = accuracy(net, splits.test, cfg.data.eval_batch_size, accelerator)
     log.print(f"{name} test accuracy {test:.4f}")
     log.close()
     return net, test
+
+
+def _plain(accelerator, prepared, template: Teacher) -> Teacher:
+    """An eval-mode copy of a prepared network with whole parameters: evaluated outside DDP
+    or DeepSpeed, so ranks may run different numbers of batches (ZeRO-3 could not)."""
+    net = copy.deepcopy(template)
+    net.load_state_dict(parallel.full_state_dict(accelerator, accelerator.unwrap_model(prepared)))
+    return net.to(accelerator.device).eval()
 
 
 @torch.no_grad()

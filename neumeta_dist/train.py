@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
+from . import parallel
 from .config import Config, ConfigError, load_config, save_config
 from .data import DataError
 from .data import Splits, load_splits
@@ -34,6 +36,7 @@ from .inr_init import initialise_stage, reconstruction_error, reconstruction_war
 from .losses import step_losses
 from .metamorphic import MetamorphicNet
 from .models.resnet import ResNetFamily, Teacher
+from .probe import Probe
 from .recipe import Stage, generated_layers, plan
 from .runtime import Logger, make_accelerator, seed_everything, set_threads
 from .teacher import build_reference, family_from_config, train_teacher
@@ -110,67 +113,89 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
                 stages: tuple[Stage, ...], k: int, teacher: Teacher | None = None) -> dict:
     """Train (or resume) stage k; writes `final.pt` and `COMPLETE` last."""
     tc, micro_batches, stage, sdir = cfg.train, cfg.train.widths_per_step, stages[k - 1], stage_dir(cfg, k)
-    accelerator.gradient_accumulation_steps = micro_batches
+    parallel.configure(accelerator, micro_batches, tc.grad_clip, tc.clip_mode)
+    resume_from = resume_point(cfg, accelerator, sdir)
     # On the accelerator before the warm-up: it is thousands of small INR steps.
     model = _stage_start(cfg, family, reference, stages, k).to(accelerator.device)
-    resumed = ckpt.latest_checkpoint(sdir) is not None
-    log = Logger(accelerator, Path(cfg.run_dir) / "tb" / sdir.name, steps_per_stage(cfg, len(splits.train)),
-                 sdir.name)
-    if not resumed:
+    parallel.freeze_unused(model, list(model.alphas().values()))
+    total = steps_per_stage(cfg, len(splits.train))
+    log = Logger(accelerator, Path(cfg.run_dir) / "tb" / sdir.name, total, sdir.name)
+    if resume_from is None:
         _initialise(cfg, model, stage, log)
     opt = torch.optim.AdamW(_param_groups(cfg, model))
     loader = DataLoader(splits.train, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                         num_workers=cfg.data.num_workers)
     net, opt, loader = accelerator.prepare(model, opt, loader)
     model = accelerator.unwrap_model(net)
-    total = steps_per_stage(cfg, len(splits.train))
+    parallel.register_external_parameters(accelerator, model)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
-    ema = EMA(model, tc.ema_decay)
+    with parallel.gathered(accelerator, model):
+        ema = EMA(model, tc.ema_decay)
     if teacher is not None:
-        teacher = teacher.to(accelerator.device).eval().requires_grad_(False)
+        teacher = parallel.prepare_teacher(accelerator, teacher, tc.teacher_mode)
 
-    start = _resume(accelerator, sdir, sched, ema, cfg)
+    start = _resume(accelerator, resume_from, sched, ema, cfg) if resume_from is not None else 0
     log.progress(start)
     data = batches(accelerator, loader, start * micro_batches)
-    rank = accelerator.process_index
+    probe = Probe(k, accelerator.process_index)
+    probe.start(lambda: parallel.full_state_dict(accelerator, model))
     for step in range(start, total):
-        net.train()
-        for micro in range(micro_batches):
-            x, y = next(data)
-            fraction, gen = step_rng(cfg, step, micro, rank)
-            with accelerator.accumulate(net):
-                logits, generated = net(x, fraction, generator=gen)
-                t_logits = teacher(x) if (teacher is not None and cfg.loss.kd > 0) else None
-                terms = step_losses(cfg.loss, logits, y, generated, model.reference, fraction == 1.0, t_logits)
-                accelerator.backward(terms["total"])
-                if accelerator.sync_gradients and tc.grad_clip > 0:
-                    _clip(accelerator, net, tc)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            log.count(len(x) * accelerator.num_processes)
-            if micro == 0:
-                full_terms = {f"loss/{n}": v.item() for n, v in terms.items()}
+        full_terms = train_step(cfg, accelerator, net, opt, data, step, teacher, probe)
+        log.count(micro_batches * cfg.data.batch_size * accelerator.num_processes)
         sched.step()
-        ema.update(model)
+        with parallel.gathered(accelerator, model):
+            ema.update(model)
         done = step + 1
         if done % tc.log_every == 0 or done == total:
             ips = log.throughput()
-            alphas = {f"alpha/{b}": a.item() for b, a in model.alphas().items()}
+            with parallel.gathered(accelerator, model):
+                alphas = {f"alpha/{b}": a.item() for b, a in model.alphas().items()}
             log.scalars(done, {**full_terms, **alphas, "lr": sched.get_last_lr()[0], "images_per_s": ips})
             log.progress(done, loss=full_terms["loss/total"], img_s=ips)
-        if tc.save_every and done % tc.save_every == 0 and done < total:
-            _save(accelerator, sdir, done, sched, ema, cfg)
-    val = _validate(cfg, accelerator, model, ema, splits)
+        if (tc.save_every and done % tc.save_every == 0) or done == total:
+            _save(accelerator, sdir, done, sched, ema, cfg, len(loader))
+        probe.step_done(done)
+    final = {"model": parallel.full_state_dict(accelerator, model), "ema": ema.state_dict(cpu=True),
+             "config": cfg.to_dict(), "stage": k, "steps": total}
+    probe.final(final["model"], final["ema"], parallel.local_numel(model))
+    probe.close()
+    selected = selected_network(cfg, family, reference, final, stage.layers).to(accelerator.device)
+    val = _validate(cfg, accelerator, selected, splits)
     log.scalars(total, {f"val/accuracy@{w:g}": a for w, a in val.items()})
     log.print(f"{sdir.name}: val accuracy " + ", ".join(f"{w:g}: {a:.4f}" for w, a in val.items()))
     log.close()
-    final = {"model": {n: v.cpu() for n, v in model.state_dict().items()}, "ema": ema.state_dict(),
-             "config": cfg.to_dict(), "stage": k, "steps": total, "val": val}
+    final["val"] = val
     if accelerator.is_main_process:
         ckpt.atomic_torch_save(final, sdir / "final.pt")
         ckpt.mark_complete(sdir, {"steps": total, "val": val})
     accelerator.wait_for_everyone()
     return final
+
+
+def train_step(cfg: Config, accelerator, net, opt, data, step: int, teacher=None, probe: Probe | None = None
+               ) -> dict[str, float]:
+    """One optimiser step: `train.widths_per_step` micro-batches, each at its own width (the
+    first at full width), gradients accumulated; returns the full-width micro-batch's losses."""
+    model, rank = accelerator.unwrap_model(net), accelerator.process_index
+    net.train()
+    for micro in range(cfg.train.widths_per_step):
+        x, y = next(data)
+        if probe is not None:
+            probe.batch(step, micro, x)
+        fraction, gen = step_rng(cfg, step, micro, rank)
+        with accelerator.accumulate(net):
+            logits, generated = net(x, fraction, generator=gen)
+            with torch.no_grad():
+                t_logits = teacher(x) if teacher is not None else None
+            terms = step_losses(cfg.loss, logits, y, generated, model.reference, fraction == 1.0, t_logits)
+            accelerator.backward(terms["total"])
+            if accelerator.sync_gradients:
+                parallel.clip(accelerator, net, cfg.train.grad_clip, cfg.train.clip_mode)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if micro == 0:
+            full_terms = {f"loss/{n}": v.item() for n, v in terms.items()}
+    return full_terms
 
 
 def _stage_start(cfg: Config, family: ResNetFamily, reference: dict, stages: tuple[Stage, ...],
@@ -187,9 +212,10 @@ def _stage_start(cfg: Config, family: ResNetFamily, reference: dict, stages: tup
 def _param_groups(cfg: Config, model: MetamorphicNet) -> list[dict]:
     """INR, SkipInit scales and the shared classifier each with their own lr and decay."""
     tc = cfg.train
-    groups = [dict(params=list(model.inr.parameters()), lr=tc.lr, weight_decay=tc.weight_decay),
-              dict(params=list(model.alpha.parameters()), lr=tc.lr_alpha, weight_decay=tc.shared_weight_decay),
-              dict(params=list(model.shared.parameters()), lr=tc.lr_head, weight_decay=tc.shared_weight_decay)]
+    trainable = lambda m: [p for p in m.parameters() if p.requires_grad]
+    groups = [dict(params=trainable(model.inr), lr=tc.lr, weight_decay=tc.weight_decay),
+              dict(params=trainable(model.alpha), lr=tc.lr_alpha, weight_decay=tc.shared_weight_decay),
+              dict(params=trainable(model.shared), lr=tc.lr_head, weight_decay=tc.shared_weight_decay)]
     return [g for g in groups if g["params"]]
 
 
@@ -206,69 +232,93 @@ def _initialise(cfg: Config, model: MetamorphicNet, stage: Stage, log: Logger) -
               "reconstruction MSE " + ", ".join(f"{f:g}: {e:.3e}" for f, e in errors.items()))
 
 
-def _clip(accelerator, net, tc) -> None:
-    if tc.clip_mode == "value":
-        accelerator.clip_grad_value_(net.parameters(), tc.grad_clip)
-    else:
-        accelerator.clip_grad_norm_(net.parameters(), tc.grad_clip)
-
-
-def _save(accelerator, sdir, step, sched, ema, cfg) -> None:
-    meta = {"config_digest": cfg.digest(), "world_size": accelerator.num_processes}
-    ckpt.save_state(accelerator, sdir, step, meta, {"ema": ema.state_dict(), "sched": sched.state_dict()})
+def _save(accelerator, sdir, step, sched, ema, cfg, batches_per_epoch: int) -> None:
+    micro = step * cfg.train.widths_per_step
+    meta = {"config_digest": cfg.digest(), "world_size": accelerator.num_processes,
+            "mode": parallel.mode(accelerator),
+            "data": {"micro_batches": micro, "epoch": micro // batches_per_epoch,
+                     "batches_per_epoch": batches_per_epoch, "batch_size": cfg.data.batch_size}}
+    ckpt.save_state(accelerator, sdir, step, meta, {"ema": ema.state_dict(cpu=True), "sched": sched.state_dict()})
     if accelerator.is_main_process:
         ckpt.prune(sdir, cfg.train.keep_checkpoints)
 
 
-def _resume(accelerator, sdir, sched, ema, cfg) -> int:
-    latest = ckpt.latest_checkpoint(sdir)
-    if latest is None:
-        return 0
+def resume_point(cfg: Config, accelerator, sdir: Path) -> Path | None:
+    """The checkpoint stage `sdir` resumes from (`train.resume`), or None to start it afresh.
+
+    `none` deletes the stage's earlier checkpoints, so that a later `auto` cannot pick one of
+    them over the new run's; a named checkpoint applies to its own stage only.
+    """
+    how = cfg.train.resume
+    if how == "none":
+        if accelerator.is_main_process and ckpt.checkpoints(sdir):
+            print(f"train.resume=none: deleting the checkpoints of {sdir}")
+            for old in ckpt.checkpoints(sdir):
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
+        return None
+    if how != "auto" and Path(how).resolve().parent == sdir.resolve():
+        return ckpt.named_checkpoint(Path(how))
+    return ckpt.latest_checkpoint(sdir)
+
+
+def _resume(accelerator, latest: Path, sched, ema, cfg) -> int:
     meta = ckpt.read_meta(latest)
     if meta["config_digest"] != cfg.digest():
         raise ckpt.CheckpointError(f"{latest} was written by a different config; resume with the same "
                                    f"config or use a new run_dir")
     if meta["world_size"] != accelerator.num_processes:
+        # The data position is counted in per-rank batches and ZeRO shards are per rank:
+        # neither maps onto another world size without resharding.
         raise ckpt.CheckpointError(f"{latest} was written by {meta['world_size']} processes, this run has "
-                                   f"{accelerator.num_processes}: relaunch with --num_processes {meta['world_size']}")
-    accelerator.load_state(str(latest))
+                                   f"{accelerator.num_processes}: relaunch with --num_processes {meta['world_size']} "
+                                   f"(or `neumeta-dist consolidate` it and start a new run from the file)")
+    if meta.get("mode", parallel.mode(accelerator)) != parallel.mode(accelerator):
+        raise ckpt.CheckpointError(f"{latest} was written under {meta['mode']}, this run is "
+                                   f"{parallel.mode(accelerator)}: relaunch with the same accelerate config")
+    try:
+        accelerator.load_state(str(latest))
+    except Exception as e:  # a shard that passed the manifest but does not load
+        raise ckpt.CheckpointError(f"{latest} does not load ({type(e).__name__}: {e}); delete it to resume "
+                                   "from the one before") from None
     ema.load_state_dict(ckpt.load_torch(latest / "ema.pt", "EMA state"))
     sched.load_state_dict(ckpt.load_torch(latest / "sched.pt", "scheduler state"))
     if accelerator.is_main_process:
-        print(f"resuming {sdir.name} from {latest.name} (step {meta['step']})")
+        print(f"resuming {latest.parent.name} from {latest.name} (step {meta['step']})")
     return meta["step"]
 
 
 @torch.no_grad()
-def _validate(cfg, accelerator, model, ema, splits) -> dict[float, float]:
-    """Held-out accuracy of the EMA network at the ends of the training range (as evaluated:
-    recalibrated when meta.norm=recalib)."""
-    live = {n: p.detach().clone() for n, p in model.named_parameters()}
-    if cfg.eval.use_ema:
-        ema.copy_to(model)
-    model.eval()
+def _validate(cfg, accelerator, net: MetamorphicNet, splits) -> dict[float, float]:
+    """Held-out accuracy of the selected network at the ends of the training range (as
+    evaluated: recalibrated when meta.norm=recalib)."""
     out = {}
     for w in sorted({cfg.meta.min_width, cfg.meta.max_width}):
-        weights = network_at(model, w, 1, calibration_batch(cfg, splits))
-        out[w] = accuracy(lambda x: model(x, w, weights=weights)[0], splits.val, cfg.data.eval_batch_size,
+        weights = network_at(net, w, 1, calibration_batch(cfg, splits))
+        out[w] = accuracy(lambda x: net(x, w, weights=weights)[0], splits.val, cfg.data.eval_batch_size,
                           accelerator)
-    for n, p in model.named_parameters():
-        p.copy_(live[n])
     return out
+
+
+def selected_network(cfg: Config, family: ResNetFamily, reference: dict, result: dict,
+                     layers) -> MetamorphicNet:
+    """The network a stage result (final.pt or a consolidated checkpoint) selects: its EMA
+    weights unless eval.use_ema=false, generating `layers`, in eval mode."""
+    net = build_net(cfg, family, reference["weights"])
+    net.load_state_dict(result["model"])
+    if cfg.eval.use_ema:
+        ema = EMA(net, result["ema"]["decay"])
+        ema.load_state_dict(result["ema"])
+        ema.copy_to(net)
+    net.activate(layers)
+    return net.eval()
 
 
 def load_trained(cfg: Config, family: ResNetFamily, reference: dict, stages: tuple[Stage, ...],
                  k: int) -> MetamorphicNet:
     """Stage k's selected network (EMA weights unless eval.use_ema=false), stage k's layers active."""
     final = ckpt.load_torch(stage_dir(cfg, k) / "final.pt", f"stage {k} result")
-    net = build_net(cfg, family, reference["weights"])
-    net.load_state_dict(final["model"])
-    if cfg.eval.use_ema:
-        ema = EMA(net, final["ema"]["decay"])
-        ema.load_state_dict(final["ema"])
-        ema.copy_to(net)
-    net.activate(stages[k - 1].layers)
-    return net.eval()
+    return selected_network(cfg, family, reference, final, stages[k - 1].layers)
 
 
 def calibration_batch(cfg: Config, splits: Splits) -> torch.Tensor | None:
@@ -285,12 +335,18 @@ def completed_stages(cfg: Config, stages: tuple[Stage, ...]) -> int:
 
 
 def evaluate_run(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, reference: dict,
-                 teacher_art: dict, stages: tuple[Stage, ...]) -> dict:
-    """Width sweep of the last complete stage; writes results.{json,md} and the plot."""
-    done = completed_stages(cfg, stages)
-    if done == 0:
-        raise StageError(f"{cfg.run_dir} has no COMPLETE stage: train stage 1 first")
-    net = load_trained(cfg, family, reference, stages, done).to(accelerator.device)
+                 teacher_art: dict, stages: tuple[Stage, ...], result: dict | None = None) -> dict:
+    """Width sweep of the last complete stage (or of `result`, a consolidated checkpoint);
+    writes results.{json,md} and the plot."""
+    if result is not None:
+        done = result["stage"]
+        net = selected_network(cfg, family, reference, result, stages[done - 1].layers)
+    else:
+        done = completed_stages(cfg, stages)
+        if done == 0:
+            raise StageError(f"{cfg.run_dir} has no COMPLETE stage: train stage 1 first")
+        net = load_trained(cfg, family, reference, stages, done)
+    net = net.to(accelerator.device)
     rows = sweep(net, cfg.eval.widths, splits.test, cfg.data.eval_batch_size, cfg.eval.samples,
                  lambda w: is_seen(cfg, w), accelerator, calibration_batch(cfg, splits))
     results = {"teacher": {"accuracy": teacher_art["accuracy"], "params": teacher_art["params"]},
@@ -322,6 +378,7 @@ def run(cfg: Config, only_stage: int | None = None) -> dict | None:
     stages = stage_plan(cfg, family)
     if only_stage is not None and not 0 <= only_stage <= len(stages):
         raise StageError(f"--stage {only_stage}: the plan has stages 0..{len(stages)} (see `neumeta-dist plan`)")
+    _check_resume_target(cfg, stages)
     if only_stage not in (None, 0) and not (run_dir / "teacher" / "reference.pt").is_file():
         raise StageError(f"stage 0 (teacher) of {run_dir} is not complete: run it first with --stage 0")
     teacher_art = train_teacher(cfg, accelerator, splits, family)
@@ -349,6 +406,17 @@ def run(cfg: Config, only_stage: int | None = None) -> dict | None:
     return results
 
 
+def _check_resume_target(cfg: Config, stages: tuple[Stage, ...]) -> None:
+    """A named `train.resume` must be a whole checkpoint of one of this run's stages (fail early)."""
+    how = cfg.train.resume
+    if how in ("auto", "none"):
+        return
+    path = ckpt.named_checkpoint(Path(how))
+    if path.resolve().parent not in {stage_dir(cfg, k).resolve() for k in range(1, len(stages) + 1)}:
+        raise ckpt.CheckpointError(f"train.resume={how}: not a checkpoint of {cfg.run_dir} (expected "
+                                   f"{cfg.run_dir}/stage_<k>/checkpoint_<step>)")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train a metamorphic network: the whole plan, or one stage.")
     p.add_argument("--config", required=True, help="experiment YAML, e.g. configs/demo.yaml")
@@ -358,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         run(load_config(args.config, args.overrides), args.stage)
-    except (StageError, ckpt.CheckpointError, ConfigError, DataError) as e:
+    except (StageError, ckpt.CheckpointError, ConfigError, DataError, parallel.ParallelError) as e:
         raise SystemExit(f"error: {e}") from None
 
 
