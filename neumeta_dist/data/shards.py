@@ -2,9 +2,10 @@
 
 A sample is two tar members sharing a key: `<key>.jpg` (or `.png`) holding the encoded image
 as it came from the source (JPEGs are copied byte for byte, never re-encoded) and `<key>.cls`
-holding the class index as decimal text. Keys are derived from the source (ImageFolder:
-`<class>/<file stem>`; Fashion-MNIST/CIFAR: `<split>_<index>`), so they are the same every time
-a source is converted, and tars are byte-identical across runs (fixed order, owner and mtime).
+holding the class index as decimal text. Keys are derived from the source (ImageFolder: the
+file's path under the root without its suffix, `train/<class>/<stem>`; Fashion-MNIST/CIFAR:
+`<split>_<index>`), so they are the same every time a source is converted, and tars are
+byte-identical across runs (fixed order, owner and mtime).
 
 Splits: `train`, `holdout` and `test`. The holdout (model selection) is cut from the source's
 training set by a hash of the key, so it never overlaps `train`, does not depend on the order
@@ -138,7 +139,7 @@ def imagefolder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], dic
                 if ext is None:
                     ignored.append(str(f))
                     continue
-                key = f"{cdir.name}/{f.stem.replace('.', '_')}"
+                key = str(f.relative_to(root).with_suffix("")).replace(".", "_")
                 items.append(Item(key, label[cdir.name], ext, f.read_bytes))
         out[split] = items
     if ignored:
@@ -218,8 +219,7 @@ def _write_split(items: Sequence[Item], out: Path, split: str, maxcount: int, ma
     shards, keys, tar = [], {}, None
     for item in items:
         payload = item.load()
-        size = len(payload) + 3 * 512  # two headers + padding, roughly
-        if tar is None or tar.count >= maxcount or (tar.count and tar.size + size > maxsize):
+        if tar is None or tar.count >= maxcount or (tar.count and tar.size_with(len(payload)) > maxsize):
             if tar is not None:
                 shards.append(tar.close())
             tar = _Tar(out, f"{split}-{len(shards):06d}.tar")
@@ -238,18 +238,27 @@ class _Tar:
 
     def __init__(self, out: Path, name: str):
         from webdataset import TarWriter
-        self.out, self.name, self.count = out, name, 0
+        self.out, self.name, self.count, self.bytes = out, name, 0, 0
         self.tmp = out / f".{name}.tmp"
         self.fh = open(self.tmp, "wb")
         self.writer = TarWriter(self.fh, user="neumeta", group="neumeta", encoder=False, mtime=0)
 
-    @property
-    def size(self) -> int:
-        return self.fh.tell()
+    @staticmethod
+    def sample_bytes(payload: int) -> int:
+        """A sample's bytes in the tar: two headers, the image padded to blocks, the label's block."""
+        block = tarfile.BLOCKSIZE
+        return 3 * block + -(-payload // block) * block
+
+    def size_with(self, payload: int) -> int:
+        """The closed tar's size if a sample of `payload` bytes joined (counted, because the tar
+        stream buffers whole records): samples, the end marker, padding to whole records."""
+        record = tarfile.RECORDSIZE
+        return -(-(self.bytes + self.sample_bytes(payload) + 2 * tarfile.BLOCKSIZE) // record) * record
 
     def write(self, item: Item, payload: bytes) -> None:
         self.writer.write({"__key__": item.key, item.ext: payload, "cls": str(item.label).encode()})
         self.count += 1
+        self.bytes += self.sample_bytes(len(payload))
 
     def close(self) -> dict:
         self.writer.close()

@@ -46,6 +46,7 @@ import logging
 import math
 import multiprocessing as mp
 import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -316,7 +317,9 @@ def decode(fields: dict, how: str, channels: int):
     if how == "torchvision":
         from torchvision.io import ImageReadMode, decode_image
         mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode), label
+        with warnings.catch_warnings():  # 0.29 points to TorchCodec; torchvision.io is what we support
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode), label
     from PIL import Image
     img = Image.open(io.BytesIO(data))
     img = img.convert("RGB" if channels == 3 else "L")  # also forces the full decode: errors surface here
