@@ -23,7 +23,7 @@ seeded stream, and `data.batches_per_rank` fixes the epoch length, so no rank ev
 shard order, the shuffle buffer, crops and flips. The DataLoader takes batches from its
 workers round-robin, so batch i of a rank comes from worker i mod workers; resuming at batch k
 of an epoch makes each worker replay its stream without decoding the batches that were already
-consumed. Resume granularity is therefore one batch (bitwise the same batches as an
+consumed (and rotates worker ids, as the DataLoader restarts its round-robin at worker 0). Resume granularity is therefore one batch (bitwise the same batches as an
 uninterrupted run, for the same world size, workers and batch size — all part of the config
 digest a checkpoint is tied to).
 
@@ -293,6 +293,9 @@ class _Reader:
 
 def shuffled(samples: Iterator, size: int, rng: random.Random) -> Iterator:
     """A shuffle buffer: each sample leaves at a random point of the next `size` arrivals."""
+    if size <= 1:
+        yield from samples
+        return
     buf = []
     for s in samples:
         if len(buf) < size:
@@ -383,9 +386,11 @@ class ShardStream(IterableDataset):
 
     def __iter__(self):
         info = get_worker_info()
-        worker = info.id if info else 0
         spec = self.spec
         epoch, skip = self.position.epoch.value, self.position.skip.value
+        # The DataLoader starts every iteration at worker 0, but after resuming at batch `skip`
+        # the next batch belongs to worker `skip mod workers`: worker ids rotate to match.
+        worker = (info.id + skip) % info.num_workers if info else 0
         faults = FaultCounts()
         if spec.train:
             planned = worker_batches(spec, worker)
