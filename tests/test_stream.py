@@ -198,3 +198,20 @@ def test_pil_and_torchvision_decoding_give_the_same_evaluation_batches(shards):
     xb = next(iter(make_loader(b, Position(), False, False)))[0]
     assert xa.shape == xb.shape == (8, 3, 16, 16)
     assert (xa - xb).abs().max() < 0.1  # same pixels up to the decoders' IDCT rounding
+
+
+def test_shard_settings_are_validated_at_load_with_the_key_named():
+    from neumeta_dist.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="data.mode='bogus' is not allowed"):
+        load_config(None, ["data.mode=bogus"])
+    with pytest.raises(ConfigError, match="data.max_bad_fraction"):
+        load_config(None, ["data.max_bad_fraction=1.5"])
+    with pytest.raises(ConfigError, match="data.train_limit"):
+        load_config(None, ["data.dataset=shards", "data.train_limit=10"])
+
+
+def test_a_wrong_shard_folder_or_missing_image_size_is_a_one_line_error(shards, tmp_path):
+    with pytest.raises(DataError, match=r"index.json not found: write shards with `neumeta-dist shards`"):
+        load_splits(_data(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match=r"data.image_size: the images .* vary in size"):
+        load_splits(_data(shards, image_size=0))

@@ -30,6 +30,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from .sources import DataError
+
 INDEX = "index.json"
 FORMAT = "neumeta-dist shards v1"
 IMAGE_EXTS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png"}
@@ -37,8 +39,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SOURCES = ("imagefolder", "fashion-mnist", "cifar10", "cifar100")
 
 
-class ShardError(RuntimeError):
-    pass
+class ShardError(DataError):
+    """A shard or index that cannot be used (a DataError: the CLI prints it as one line)."""
 
 
 class TruncatedShard(ShardError):
@@ -150,11 +152,13 @@ def imagefolder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], dic
 
 def array_items(source: str, root: Path) -> tuple[dict[str, list[Item]], list[str], dict]:
     """Fashion-MNIST / CIFAR through sources.py's readers, each image encoded as a lossless PNG."""
+    import torch
+
     from ..config import DataConfig
     from .sources import load_raw
 
     (xtr, ytr), (xte, yte), classes = load_raw(DataConfig(dataset=source, root=str(root)))
-    as_u8 = lambda x: (x * 255).round().to(dtype=__import__("torch").uint8).numpy()  # exact: x was u8/255
+    as_u8 = lambda x: (x * 255).round().to(torch.uint8).numpy()  # exact: the readers divided u8 by 255
     arrays = {"train": (as_u8(xtr), ytr.numpy()), "test": (as_u8(xte), yte.numpy())}
     out = {split: [Item(f"{split}_{i:07d}", int(y[i]), "png", _png(x, i)) for i in range(len(x))]
            for split, (x, y) in arrays.items()}

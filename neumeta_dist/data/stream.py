@@ -250,8 +250,9 @@ class _Reader:
 
     def resampled(self) -> Iterator[tuple[str, str, dict]]:
         rng = random.Random(f"{self.spec.seed}/{self.epoch}/{self.spec.rank}/{self.worker}/shards")
+        shards = [s for s in self.spec.shards if s.count]  # RankStream refuses a spec without samples
         while True:
-            shard = rng.choice(self.spec.shards)
+            shard = rng.choice(shards)
             yield from self._read(shard, 0, shard.count)
 
     def _read(self, shard: Shard, first: int, stop: int) -> Iterator[tuple[str, str, dict]]:
@@ -464,7 +465,7 @@ class RankStream:
     def __init__(self, spec: StreamSpec, start: int = 0, missing: int = 0, pin_memory: bool = False):
         self.spec, self.missing = spec, missing
         self.per_epoch = spec.rank_batches()
-        if self.per_epoch < 1:
+        if self.per_epoch < 1 or spec.total < 1:
             raise DataError(f"{spec.total} training samples give no whole batch per rank (world {spec.world} × "
                             f"batch {spec.batch_size}): use more shards or a smaller data.batch_size")
         self.position = Position()
