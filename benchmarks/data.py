@@ -102,13 +102,14 @@ def main() -> None:
                  "WebDataset shards (PIL)": lambda w: shard_epochs(out / "shards", w, args.batch_size, args.image_size, "pil"),
                  "WebDataset shards (torchvision.io)": lambda w: shard_epochs(out / "shards", w, args.batch_size,
                                                                               args.image_size, "torchvision")}
-    rows = []
+    load_before, rows = os.getloadavg()[0], []
     for workers in (int(w) for w in args.workers.split(",")):
         for name, make in pipelines.items():
             rate = measure(make(workers), args.repeats)
             rows.append({"pipeline": name, "workers": workers, "images_per_s": rate})
             print(f"{name:36s} workers={workers}: {rate:7.1f} images/s", flush=True)
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+              "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],  # before, after
               "torch": torch.__version__, "images": args.images, "mean_jpeg_kb": round(float(jpeg_kb), 1),
               "batch_size": args.batch_size, "image_size": args.image_size, "rows": rows}
     (out / "data_pipeline.json").write_text(json.dumps(result, indent=2))

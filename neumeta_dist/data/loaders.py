@@ -87,7 +87,7 @@ class ShardBatches:
 
     def __init__(self, cfg: Config, accelerator, data: ShardSet, start: int):
         spec = data.spec(True, cfg.data.batch_size, accelerator.process_index, accelerator.num_processes)
-        self.accelerator, self.device = accelerator, accelerator.device
+        self.device = accelerator.device
         self.stream = RankStream(spec, start, sum(s.count for s in data.shards.missing),
                                  pin_memory=self.device.type == "cuda")
         self.per_epoch = self.stream.per_epoch
@@ -102,8 +102,10 @@ class ShardBatches:
     def fault_scalars(self) -> dict[str, float]:
         """Collective: call on every rank at the same step (as the loops do at log steps)."""
         counts = self.stream.fault_counts().tensor().to(self.device)
-        if self.accelerator.num_processes > 1:
-            counts = self.accelerator.reduce(counts, reduction="sum")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # the process group itself: Accelerate's reduce is a no-op when it runs CPU ranks
+            # without `cpu=True` (distributed_type NO, yet world size > 1)
+            torch.distributed.all_reduce(counts)
         return FaultCounts(*map(int, counts.cpu())).scalars(missing=self.stream.missing)
 
 

@@ -448,8 +448,7 @@ def make_loader(spec: StreamSpec, position: Position, persistent: bool, pin_memo
     import torchvision.transforms.v2.functional  # noqa: F401
     workers = spec.workers
     return DataLoader(ShardStream(spec, position), batch_size=None, num_workers=workers,
-                      persistent_workers=persistent and workers > 0, pin_memory=pin_memory,
-                      prefetch_factor=4 if workers else None)
+                      persistent_workers=persistent and workers > 0, pin_memory=pin_memory)
 
 
 def one_line(e: Exception) -> str:
