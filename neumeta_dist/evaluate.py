@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
 from .data import eval_batches
 
 

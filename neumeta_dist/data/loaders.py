@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..config import Config, DataConfig
 from . import sources
 from .sources import DataError, Splits
-from .stream import FaultCounts, RankStream, ShardList, StreamSpec, check_missing
+from .stream import FaultCounts, RankStream, ShardList, StreamSpec, check_missing, normalize
 from .stream import eval_batches as shard_eval_batches
 from .stream import resolve_shards, stream_spec
 
@@ -86,9 +86,9 @@ class ShardBatches:
     """RankStream on the accelerator's device, with fault counts summed over ranks."""
 
     def __init__(self, cfg: Config, accelerator, data: ShardSet, start: int):
-        spec = data.spec(True, cfg.data.batch_size, accelerator.process_index, accelerator.num_processes)
+        self.spec = data.spec(True, cfg.data.batch_size, accelerator.process_index, accelerator.num_processes)
         self.device = accelerator.device
-        self.stream = RankStream(spec, start, sum(s.count for s in data.shards.missing),
+        self.stream = RankStream(self.spec, start, sum(s.count for s in data.shards.missing),
                                  pin_memory=self.device.type == "cuda")
         self.per_epoch = self.stream.per_epoch
 
@@ -97,7 +97,7 @@ class ShardBatches:
 
     def __next__(self):
         x, y = next(self.stream)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return normalize(x.to(self.device, non_blocking=True), self.spec), y.to(self.device, non_blocking=True)
 
     def fault_scalars(self) -> dict[str, float]:
         """Collective: call on every rank at the same step (as the loops do at log steps)."""
@@ -121,13 +121,14 @@ def eval_batches(data, batch_size: int, accelerator=None) -> Iterator[tuple[torc
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = accelerator.device if accelerator else torch.device("cpu")
     if isinstance(data, ShardSet):
-        batches = shard_eval_batches(data.spec(False, batch_size, rank, world), pin_memory=device.type == "cuda")
-    else:
-        x, y = data.tensors
-        lo, hi = rank * len(x) // world, (rank + 1) * len(x) // world
-        batches = ((x[i:min(i + batch_size, hi)], y[i:min(i + batch_size, hi)]) for i in range(lo, hi, batch_size))
-    for xb, yb in batches:
-        yield xb.to(device), yb.to(device)
+        spec = data.spec(False, batch_size, rank, world)
+        for xb, yb in shard_eval_batches(spec, pin_memory=device.type == "cuda"):
+            yield normalize(xb.to(device, non_blocking=True), spec), yb.to(device, non_blocking=True)
+        return
+    x, y = data.tensors
+    lo, hi = rank * len(x) // world, (rank + 1) * len(x) // world
+    for i in range(lo, hi, batch_size):
+        yield x[i:min(i + batch_size, hi)].to(device), y[i:min(i + batch_size, hi)].to(device)
 
 
 def sample_images(data, n: int) -> torch.Tensor:
@@ -137,7 +138,7 @@ def sample_images(data, n: int) -> torch.Tensor:
     spec = replace(data.spec(False, min(n, 256)), workers=0)
     out, have = [], 0
     for x, _ in shard_eval_batches(spec):
-        out.append(x)
+        out.append(normalize(x, spec))
         have += len(x)
         if have >= n:
             break
