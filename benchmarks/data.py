@@ -119,10 +119,10 @@ def main() -> None:
         from neumeta_dist.data.shards import write_dataset
         write_dataset("imagefolder", out / "imagefolder", out / "shards", maxcount=max(1, args.images // 12), holdout=0)
     jpeg_kb = np.mean([f.stat().st_size for f in (out / "imagefolder").rglob("*.JPEG")]) / 1024
-    pipelines = {"ImageFolder (PIL)": lambda w: imagefolder_epochs(out / "imagefolder", w, args.batch_size, args.image_size),
-                 "WebDataset shards (PIL)": lambda w: shard_epochs(out / "shards", w, args.batch_size, args.image_size, "pil"),
-                 "WebDataset shards (torchvision.io)": lambda w: shard_epochs(out / "shards", w, args.batch_size,
-                                                                              args.image_size, "torchvision")}
+    b, size = args.batch_size, args.image_size
+    pipelines = {"ImageFolder (PIL)": lambda w: imagefolder_epochs(out / "imagefolder", w, b, size),
+                 "WebDataset shards (PIL)": lambda w: shard_epochs(out / "shards", w, b, size, "pil"),
+                 "WebDataset shards (torchvision.io)": lambda w: shard_epochs(out / "shards", w, b, size, "torchvision")}
     load_before, rows = os.getloadavg()[0], []
     for workers in (int(w) for w in args.workers.split(",")):
         for name, make in pipelines.items():

@@ -34,8 +34,8 @@ def test_imagenet_config_trains_end_to_end_from_shards_written_by_the_cli(tmp_pa
     index = json.loads((shards / "index.json").read_text())
     assert index["splits"]["test"]["count"] == 12
     run = tmp_path / "run"
-    cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-           "no", "--dynamo_backend", "no", str(ROOT / "launch/train.py"), "--config",
+    cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "launch/train.py"), "--config",
            str(ROOT / "configs/imagenet_resnet18.yaml"), f"data.root={shards}", *TINY, f"run_dir={run}"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -23,9 +23,10 @@ seeded stream, and `data.batches_per_rank` fixes the epoch length, so no rank ev
 shard order, the shuffle buffer, crops and flips. The DataLoader takes batches from its
 workers round-robin, so batch i of a rank comes from worker i mod workers; resuming at batch k
 of an epoch makes each worker replay its stream without decoding the batches that were already
-consumed (and rotates worker ids, as the DataLoader restarts its round-robin at worker 0). Resume granularity is therefore one batch (bitwise the same batches as an
-uninterrupted run, for the same world size, workers and batch size — all part of the config
-digest a checkpoint is tied to).
+consumed (and rotates worker ids, as the DataLoader restarts its round-robin at worker 0).
+Resume granularity is therefore one batch: bitwise the same batches as an uninterrupted run,
+for the same world size, workers and batch size (all part of the config digest a checkpoint is
+tied to), unless a batch before the resume point was lost entirely (then its padding differs).
 
 **Faults.** A missing shard is found when the shard list is resolved (every rank sees the same
 files) and left out of the plan; a truncated tar ends its stream at the last whole sample; a
@@ -54,6 +55,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..config import DataConfig
 from .shards import INDEX, TruncatedShard, read_index, read_samples
 from .sources import DataError
 
@@ -521,8 +523,8 @@ def check_missing(shards: ShardList, max_bad_fraction: float, what: str) -> None
         raise DataError(f"no shard of {what} is readable")
 
 
-def stream_spec(shards: ShardList, cfg, seed: int, train: bool, batch_size: int, rank: int, world: int,
-                image_size: int) -> StreamSpec:
+def stream_spec(shards: ShardList, cfg: DataConfig, seed: int, train: bool, batch_size: int, rank: int,
+                world: int, image_size: int) -> StreamSpec:
     """The StreamSpec of a resolved shard list under a DataConfig (`cfg`)."""
     idx = shards.index
     return StreamSpec(shards=shards.shards, train=train, batch_size=batch_size, rank=rank, world=world,
