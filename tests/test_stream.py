@@ -243,8 +243,8 @@ Path(sys.argv[1], f"rank{acc.process_index}.json").write_text(json.dumps({"epoch
 """
 
 
-def test_real_ranks_under_accelerate_see_each_sample_once_and_sum_their_fault_counts(tmp_path):
-    """2 processes (accelerate launch, gloo) × 2 DataLoader workers, one corrupt JPEG in the data."""
+def _two_ranks(tmp_path, budget: float) -> subprocess.CompletedProcess:
+    """RANKS_SCRIPT on 2 processes (accelerate launch, gloo) × 2 DataLoader workers, one corrupt JPEG."""
     out = _write(tmp_path, per_class=16, maxcount=7, corrupt="n00/n00_7")
     script = tmp_path / "ranks.py"
     script.write_text(RANKS_SCRIPT)
@@ -252,9 +252,12 @@ def test_real_ranks_under_accelerate_see_each_sample_once_and_sum_their_fault_co
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path),
            "data.dataset=shards", f"data.root={out}", "data.image_size=16", "data.batch_size=4",
            "data.num_workers=2", "data.val_shards=index.json#train", "data.test_shards=index.json#train",
-           "data.max_bad_fraction=0.2"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+           f"data.max_bad_fraction={budget}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_real_ranks_under_accelerate_see_each_sample_once_and_sum_their_fault_counts(tmp_path):
+    run = _two_ranks(tmp_path, budget=0.2)
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert "corrupt sample train/n00/n00_7" in run.stderr
@@ -264,3 +267,10 @@ def test_real_ranks_under_accelerate_see_each_sample_once_and_sum_their_fault_co
         assert len(a) in (23, 24) and len(b) in (23, 24)  # 6 batches of 4 each, one sample short once
         assert len(seen) == len(set(seen)) == 47 and "train/n00/n00_7" not in seen
     assert all(r["faults"]["data/corrupt_samples"] == 2 for r in ranks)  # met once per epoch, summed over ranks
+
+
+def test_a_rank_over_budget_stops_the_whole_run_with_the_error_instead_of_hanging(tmp_path):
+    """One rank meets the corrupt JPEG and raises; its peer must not wait for it forever."""
+    run = _two_ranks(tmp_path, budget=0.0)  # subprocess timeout: a hang fails the test
+    assert run.returncode != 0
+    assert "train/n00/n00_7" in run.stderr and "data.max_bad_fraction=0" in run.stderr
