@@ -119,6 +119,17 @@ def cmd_report(args) -> None:
     print(text)
 
 
+def cmd_shards(args) -> None:
+    from .data.shards import write_dataset
+
+    index = write_dataset(args.source, args.path, args.out, args.maxcount, args.maxsize, args.holdout, args.seed,
+                          args.name, verify=not args.no_verify)
+    for split, s in index["splits"].items():
+        print(f"{split}: {s['count']:,} samples in {len(s['shards'])} shards")
+    print(f"wrote {Path(args.out) / 'index.json'} ({len(index['classes'])} classes"
+          f"{', verified' if not args.no_verify else ''}); train with data.dataset=shards data.root={args.out}")
+
+
 def cmd_train(args) -> None:
     from .train import main as train_main
     train_main(["--config", args.config, *(["--stage", str(args.stage)] if args.stage is not None else []),
@@ -173,6 +184,20 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--ckpt", required=True, help="a stage_<k>/checkpoint_<step> directory")
     c.add_argument("--out", required=True, help="file to write; eval/export read it with --ckpt")
     c.set_defaults(fn=cmd_consolidate)
+
+    sh = sub.add_parser("shards", help="write WebDataset shards + index.json from ImageNet/Fashion-MNIST/CIFAR")
+    sh.add_argument("--source", required=True, choices=["imagefolder", "fashion-mnist", "cifar10", "cifar100"])
+    sh.add_argument("path", help="imagefolder: root with train/<class>/*.JPEG (+ val/<class>/*); "
+                                 "fashion-mnist: the IDX folder; cifar*: the python-pickle folder")
+    sh.add_argument("--out", required=True, help="output folder for <split>-NNNNNN.tar and index.json")
+    sh.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most")
+    sh.add_argument("--maxsize", type=int, default=3 << 30, help="bytes per shard at most")
+    sh.add_argument("--holdout", type=float, default=0.01,
+                    help="fraction of train held out (by key hash) as the `holdout` split for model selection")
+    sh.add_argument("--seed", type=int, default=0, help="seed of the sample order inside the shards")
+    sh.add_argument("--name", default="", help="dataset name recorded in the index (default: folder/source)")
+    sh.add_argument("--no-verify", action="store_true", help="skip reading every shard back after writing")
+    sh.set_defaults(fn=cmd_shards)
 
     args = p.parse_args(argv)
     try:

@@ -27,15 +27,29 @@ def choice(default: str, *allowed: str):
 
 @dataclass
 class DataConfig:
-    dataset: str = choice("fashion-mnist", "cifar10", "cifar100", "synthetic")
-    root: str = ""  # "" = the dataset's standard location
+    # fashion-mnist/cifar*/synthetic: in memory (data/sources.py); shards: WebDataset (data/stream.py)
+    dataset: str = choice("fashion-mnist", "cifar10", "cifar100", "synthetic", "shards")
+    root: str = ""  # "" = the dataset's standard location; shards: the folder shard specs are relative to
     download: bool = False  # torchvision download, where the network allows
     batch_size: int = 128
     eval_batch_size: int = 512
-    num_workers: int = 0
-    val_fraction: float = 0.1  # held out of the training split for model selection
-    train_limit: int = 0  # 0 = every training sample; > 0 for quick runs
+    num_workers: int = 0  # DataLoader worker processes (shards: persistent, each reads its own shards)
+    val_fraction: float = 0.1  # in memory: held out of the training split (shards: cut when written)
+    train_limit: int = 0  # in memory: 0 = every training sample; > 0 for quick runs
     test_limit: int = 0
+    # WebDataset shards: `index.json#<split>`, a brace pattern `train-{000000..000146}.tar` or a
+    # `.txt` list of tars; `neumeta-dist shards` writes the splits train/holdout/test.
+    shards: str = "index.json#train"
+    val_shards: str = "index.json#holdout"  # model selection (cut from train by key hash)
+    test_shards: str = "index.json#test"  # reported accuracy (ImageNet: its val/ folder)
+    mode: str = choice("exact", "resampled")  # every sample once per epoch, or shards drawn with replacement
+    batches_per_rank: int = 0  # resampled: batches per rank per epoch (0 = samples / (ranks × batch))
+    shuffle_buffer: int = 1000  # samples per worker (encoded bytes: ~110 kB each for ImageNet)
+    decode: str = choice("pil", "torchvision")
+    image_size: int = 0  # crop size fed to the network; 0 = the shards' native size (fixed-size sources)
+    min_crop_scale: float = 0.08  # RandomResizedCrop's smallest area fraction
+    eval_crop: float = 0.875  # evaluation: resize to image_size / eval_crop, centre-crop image_size
+    max_bad_fraction: float = 0.001  # unreadable samples tolerated (logged, counted) before a run stops
 
 
 @dataclass
@@ -286,6 +300,13 @@ def _validate(cfg: Config, source: str) -> None:
          "lenet has no residual blocks for SkipInit: use meta.norm=fold"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction", "need 0 <= val_fraction < 1"),
         (cfg.data.batch_size >= 1, "data.batch_size", "need >= 1"),
+        (cfg.data.num_workers >= 0 and cfg.data.shuffle_buffer >= 0 and cfg.data.batches_per_rank >= 0
+         and cfg.data.image_size >= 0, "data.num_workers/shuffle_buffer/batches_per_rank/image_size", "need >= 0"),
+        (0 <= cfg.data.max_bad_fraction < 1, "data.max_bad_fraction", "need 0 <= max_bad_fraction < 1"),
+        (0 < cfg.data.min_crop_scale <= 1 and 0 < cfg.data.eval_crop <= 1, "data.min_crop_scale/eval_crop",
+         "need fractions in (0, 1]"),
+        (cfg.data.dataset != "shards" or cfg.data.train_limit == cfg.data.test_limit == 0,
+         "data.train_limit/test_limit", "in-memory datasets only: with shards, list fewer shards instead"),
         (all(math.isfinite(v) and v > 0 for v in (cfg.train.lr, cfg.train.lr_alpha, cfg.train.lr_head,
                                                   cfg.teacher.lr)), "train.lr*/teacher.lr", "need finite > 0"),
         (cfg.model.width > 0, "model.width", "need > 0"),

@@ -6,24 +6,22 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.data import TensorDataset
+
+from .data import eval_batches
 
 
 @torch.no_grad()
-def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], data: TensorDataset, batch_size: int,
-             accelerator=None) -> float:
-    """Top-1 of `fn` over every sample once; ranks take contiguous slices and sum counts."""
-    x, y = data.tensors
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    lo, hi = rank * len(x) // world, (rank + 1) * len(x) // world
+def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], data, batch_size: int, accelerator=None) -> float:
+    """Top-1 of `fn` over every sample once (data.eval_batches splits them over ranks); counts are
+    summed over ranks, and samples that could not be read (shards) are left out of both."""
     device = accelerator.device if accelerator else torch.device("cpu")
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for i in range(lo, hi, batch_size):
-        xb, yb = x[i:min(i + batch_size, hi)].to(device), y[i:min(i + batch_size, hi)].to(device)
-        correct += (fn(xb).argmax(1) == yb).sum()
-    if accelerator and world > 1:
-        correct = accelerator.reduce(correct, reduction="sum")
-    return correct.item() / max(len(x), 1)
+    counts = torch.zeros(2, device=device, dtype=torch.long)  # correct, scored
+    for xb, yb in eval_batches(data, batch_size, accelerator):
+        counts += torch.stack([(fn(xb).argmax(1) == yb).sum(), torch.tensor(len(yb), device=device)])
+    if accelerator and accelerator.num_processes > 1:
+        counts = accelerator.reduce(counts, reduction="sum")
+    correct, scored = counts.tolist()
+    return correct / max(scored, 1)
 
 
 @torch.no_grad()
@@ -57,7 +55,7 @@ def network_at(net, fraction: float, samples: int, calib_x: torch.Tensor | None 
     return recalibrate(net, fraction, weights, calib_x.to(net.inr.w_in.device), targets)
 
 
-def sweep(net, widths: list[float], data: TensorDataset, batch_size: int, samples: int,
+def sweep(net, widths: list[float], data, batch_size: int, samples: int,
           seen: Callable[[float], bool], accelerator=None, calib_x: torch.Tensor | None = None) -> list[dict]:
     full = net.params_at(1.0)
     targets = None

@@ -56,8 +56,12 @@ def mode(accelerator) -> str:
     return "ddp" if accelerator.num_processes > 1 else "single"
 
 
-def configure(accelerator, micro_batches: int, grad_clip: float, clip_mode: str) -> None:
-    """Per-stage settings before `prepare`: accumulation, clipping and precision."""
+def configure(accelerator, micro_batches: int, grad_clip: float, clip_mode: str, batch_size: int) -> None:
+    """Per-stage settings before `prepare`: micro-batch size, accumulation, clipping and precision.
+
+    The data pipeline is not an Accelerate loader (data/loaders.py), so DeepSpeed's "auto"
+    micro-batch size cannot be inferred from one: it is set here from `data.batch_size`.
+    """
     accelerator.free_memory()  # forget the models of earlier stages (and the teacher's fit)
     accelerator.gradient_accumulation_steps = micro_batches
     plugin = deepspeed_plugin(accelerator)
@@ -67,6 +71,7 @@ def configure(accelerator, micro_batches: int, grad_clip: float, clip_mode: str)
         raise ParallelError("DeepSpeed clips gradients by global norm only: set train.clip_mode=norm "
                             "(or train.grad_clip=0 to disable clipping)")
     ds = plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = batch_size
     ds["gradient_accumulation_steps"] = micro_batches
     ds["gradient_clipping"] = float(grad_clip)
     if accelerator.mixed_precision == "bf16":

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from . import parallel
 from .checkpoint import atomic_torch_save, load_torch
 from .config import Config
-from .data import Splits
+from .data import Splits, sample_images, train_batches
 from .evaluate import accuracy
 from .models.resnet import ResNetFamily, Teacher, apply_layer, build_family, parameter_count
 from .runtime import Logger
@@ -61,18 +61,17 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str) -> 
     tc = cfg.teacher
     opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
                           nesterov=True)
-    loader = DataLoader(splits.train, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True)
-    parallel.configure(accelerator, micro_batches=1, grad_clip=0.0, clip_mode="norm")
+    parallel.configure(accelerator, micro_batches=1, grad_clip=0.0, clip_mode="norm", batch_size=cfg.data.batch_size)
     template = copy.deepcopy(model)
-    model, opt, loader = accelerator.prepare(model, opt, loader)
-    total = max(1, tc.epochs * len(loader))  # per-rank batches: the schedule is stepped by hand
+    model, opt = accelerator.prepare(model, opt)
+    data = train_batches(cfg, accelerator, splits.train)
+    total = max(1, tc.epochs * data.per_epoch)  # per-rank batches: the schedule is stepped by hand
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     log = Logger(accelerator, Path(cfg.run_dir) / "tb" / name, total, name)
     step = 0
     for epoch in range(tc.epochs):
-        loader.set_epoch(epoch)
         model.train()
-        for x, y in loader:
+        for x, y in itertools.islice(data, data.per_epoch):
             loss = F.cross_entropy(model(x), y, label_smoothing=tc.label_smoothing)
             accelerator.backward(loss)
             opt.step()
@@ -83,7 +82,7 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str) -> 
             if step % cfg.train.log_every == 0:
                 ips = log.throughput()
                 log.scalars(step, {f"{name}/loss": loss.item(), f"{name}/lr": sched.get_last_lr()[0],
-                                   f"{name}/images_per_s": ips})
+                                   f"{name}/images_per_s": ips, **data.fault_scalars()})
                 log.progress(step, loss=loss.item(), img_s=ips)
         val = accuracy(_plain(accelerator, model, template), splits.val, cfg.data.eval_batch_size, accelerator)
         log.scalars(step, {f"{name}/val_accuracy": val})
@@ -116,7 +115,7 @@ def build_reference(cfg: Config, accelerator, family: ResNetFamily, art: dict, s
     if cfg.smoothing.enabled:
         from .smoothing import smooth
         weights, perms, stats = smooth(family, folded, cfg.smoothing.two_opt_rounds)
-        x = splits.val.tensors[0][:256]
+        x = sample_images(splits.val, 256)
         before = family.forward(x, lambda s, h: apply_layer(s, h, folded))
         after = family.forward(x, lambda s, h: apply_layer(s, h, weights))
         drift = (before - after).abs().max().item()

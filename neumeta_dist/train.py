@@ -23,13 +23,11 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
-
 from . import checkpoint as ckpt
 from . import parallel
 from .config import Config, ConfigError, load_config, save_config
 from .data import DataError
-from .data import Splits, load_splits
+from .data import Splits, load_splits, sample_images, train_batches
 from .ema import EMA
 from .evaluate import accuracy, network_at, results_table, sweep, write_results
 from .inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
@@ -98,22 +96,11 @@ def lr_lambda(cfg: Config, total: int):
     return f
 
 
-def batches(accelerator, loader, start_micro: int):
-    """Endless micro-batches, starting `start_micro` batches into the (seeded) data order."""
-    per_epoch = len(loader)
-    epoch, skip = divmod(start_micro, per_epoch)
-    while True:
-        loader.set_epoch(epoch)
-        it = accelerator.skip_first_batches(loader, skip) if skip else loader
-        yield from it
-        epoch, skip = epoch + 1, 0
-
-
 def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, reference: dict,
                 stages: tuple[Stage, ...], k: int, teacher: Teacher | None = None) -> dict:
     """Train (or resume) stage k; writes `final.pt` and `COMPLETE` last."""
     tc, micro_batches, stage, sdir = cfg.train, cfg.train.widths_per_step, stages[k - 1], stage_dir(cfg, k)
-    parallel.configure(accelerator, micro_batches, tc.grad_clip, tc.clip_mode)
+    parallel.configure(accelerator, micro_batches, tc.grad_clip, tc.clip_mode, cfg.data.batch_size)
     resume_from = resume_point(cfg, accelerator, sdir)
     # On the accelerator before the warm-up: it is thousands of small INR steps.
     model = _stage_start(cfg, family, reference, stages, k).to(accelerator.device)
@@ -123,9 +110,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     if resume_from is None:
         _initialise(cfg, model, stage, log)
     opt = torch.optim.AdamW(_param_groups(cfg, model))
-    loader = DataLoader(splits.train, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.data.num_workers)
-    net, opt, loader = accelerator.prepare(model, opt, loader)
+    net, opt = accelerator.prepare(model, opt)
     model = accelerator.unwrap_model(net)
     parallel.register_external_parameters(accelerator, model)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
@@ -136,7 +121,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
 
     start = _resume(accelerator, resume_from, sched, ema, cfg) if resume_from is not None else 0
     log.progress(start)
-    data = batches(accelerator, loader, start * micro_batches)
+    data = train_batches(cfg, accelerator, splits.train, start * micro_batches)
     probe = Probe(k, accelerator.process_index)
     probe.start(lambda: parallel.full_state_dict(accelerator, model))
     for step in range(start, total):
@@ -150,10 +135,11 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
             ips = log.throughput()
             with parallel.gathered(accelerator, model):
                 alphas = {f"alpha/{b}": a.item() for b, a in model.alphas().items()}
-            log.scalars(done, {**full_terms, **alphas, "lr": sched.get_last_lr()[0], "images_per_s": ips})
+            log.scalars(done, {**full_terms, **alphas, "lr": sched.get_last_lr()[0], "images_per_s": ips,
+                               **data.fault_scalars()})
             log.progress(done, loss=full_terms["loss/total"], img_s=ips)
         if (tc.save_every and done % tc.save_every == 0) or done == total:
-            _save(accelerator, sdir, done, sched, ema, cfg, len(loader))
+            _save(accelerator, sdir, done, sched, ema, cfg, data.per_epoch)
         probe.step_done(done)
     final = {"model": parallel.full_state_dict(accelerator, model), "ema": ema.state_dict(cpu=True),
              "config": cfg.to_dict(), "stage": k, "steps": total}
@@ -323,7 +309,7 @@ def load_trained(cfg: Config, family: ResNetFamily, reference: dict, stages: tup
 
 def calibration_batch(cfg: Config, splits: Splits) -> torch.Tensor | None:
     """Training images for the per-width recalibration (meta.norm=recalib), else None."""
-    return splits.train.tensors[0][:cfg.eval.calib_samples] if cfg.meta.norm == "recalib" else None
+    return sample_images(splits.train, cfg.eval.calib_samples) if cfg.meta.norm == "recalib" else None
 
 
 def completed_stages(cfg: Config, stages: tuple[Stage, ...]) -> int:

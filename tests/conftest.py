@@ -56,3 +56,41 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def make_image_folder(root, per_class: int, classes: int = 3, seed: int = 0, val: int = 0):
+    """ImageNet's layout in miniature: root/train/n0<c>/n0<c>_<i>.JPEG random JPEGs of 32-63 px
+    (+ val/ with `val` images per class). Returns the root."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", per_class), ("val", val)):
+        for c in range(classes):
+            folder = root / split / f"n0{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                h, w = rng.integers(32, 64, 2)
+                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"n0{c}_{i}.JPEG", quality=90)
+    return root
+
+
+class deadline:
+    """Fail instead of hanging: raises TimeoutError in the main thread after `seconds`."""
+
+    def __init__(self, seconds: int):
+        self.seconds = seconds
+
+    def __enter__(self):
+        import signal
+
+        def fire(*_):
+            raise TimeoutError(f"still running after {self.seconds} s: a hang")
+        self.previous = signal.signal(signal.SIGALRM, fire)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc):
+        import signal
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.previous)

@@ -37,10 +37,15 @@ class Splits:
     name: str
 
 
-def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
+def load_raw(cfg: DataConfig):
+    """((x_train, y_train), (x_test, y_test), classes) as read, images in [0, 1] (shards.py converts these)."""
     loader = {"fashion-mnist": _fashion_mnist, "cifar10": _cifar(10), "cifar100": _cifar(100),
               "synthetic": _synthetic}[cfg.dataset]
-    (xtr, ytr), (xte, yte), num_classes = loader(cfg)
+    return loader(cfg)
+
+
+def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
+    (xtr, ytr), (xte, yte), num_classes = load_raw(cfg)
     xtr, ytr = _limit(xtr, ytr, cfg.train_limit)
     xte, yte = _limit(xte, yte, cfg.test_limit)
     mean = xtr.mean(dim=(0, 2, 3), keepdim=True)

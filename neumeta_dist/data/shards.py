@@ -1,0 +1,294 @@
+"""The shard format: WebDataset tars plus one JSON index, written once and verified.
+
+A sample is two tar members sharing a key: `<key>.jpg` (or `.png`) holding the encoded image
+as it came from the source (JPEGs are copied byte for byte, never re-encoded) and `<key>.cls`
+holding the class index as decimal text. Keys are derived from the source (ImageFolder: the
+file's path under the root without its suffix, `train/<class>/<stem>`; Fashion-MNIST/CIFAR:
+`<split>_<index>`), so they are the same every time a source is converted, and tars are
+byte-identical across runs (fixed order, owner and mtime).
+
+Splits: `train`, `holdout` and `test`. The holdout (model selection) is cut from the source's
+training set by a hash of the key, so it never overlaps `train`, does not depend on the order
+files are listed in, and a sample stays on its side when the source grows. ImageNet's `val/`
+folder becomes `test` (reported accuracy); model selection uses `holdout`.
+
+`index.json` beside the tars records each shard's name, sample count, size and SHA-256, the
+class names, channels, native image size and normalisation statistics; the pipeline
+(stream.py) plans exact epochs from these counts without opening a tar.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .sources import DataError
+
+INDEX = "index.json"
+FORMAT = "neumeta-dist shards v1"
+IMAGE_EXTS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png"}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SOURCES = ("imagefolder", "fashion-mnist", "cifar10", "cifar100")
+
+
+class ShardError(DataError):
+    """A shard or index that cannot be used (a DataError: the CLI prints it as one line)."""
+
+
+class TruncatedShard(ShardError):
+    """A tar ended inside a member (or its header is garbage); `samples` came out whole first."""
+
+    def __init__(self, path: str, samples: int, why: str):
+        super().__init__(f"{path} is truncated or corrupt after {samples} samples ({why}): re-write it "
+                         "with `neumeta-dist shards`")
+        self.samples = samples
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sample before it is written: `load` returns its encoded image bytes."""
+
+    key: str
+    label: int
+    ext: str
+    load: Callable[[], bytes]
+
+
+# ---------------------------------------------------------------- reading records
+
+
+def read_samples(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) for each sample of a tar, in order, streaming (no seeks).
+
+    Raises TruncatedShard (with the count of whole samples before it) when the tar ends early.
+    """
+    n = 0
+    key, fields = None, {}
+    try:
+        with tarfile.open(path, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                k, ext = split_name(member.name)
+                data = tar.extractfile(member).read()
+                if k != key and key is not None:
+                    yield key, fields
+                    n += 1
+                    fields = {}
+                key = k
+                fields[ext] = data
+    except (tarfile.TarError, EOFError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise TruncatedShard(str(path), n, str(e) or type(e).__name__) from None
+    if key is not None:
+        yield key, fields
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """WebDataset's convention: the key is everything before the first dot of the file name."""
+    head, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), ext
+
+
+def read_index(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ShardError(f"{path} not found: write shards with `neumeta-dist shards` (it writes the index)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ShardError(f"{path} is not valid JSON ({e}): re-write the shards with `neumeta-dist shards`") from None
+    if index.get("format") != FORMAT:
+        raise ShardError(f"{path}: not a {FORMAT!r} index: re-write the shards with `neumeta-dist shards`")
+    return index
+
+
+# ---------------------------------------------------------------- sources
+
+
+def in_holdout(key: str, fraction: float) -> bool:
+    """A key's side of the train/holdout cut: a stable hash, independent of order and machine."""
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") < fraction * 2 ** 64
+
+
+def imagefolder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], dict]:
+    """ImageNet's layout: `root/train/<wnid>/*.JPEG` (+ `root/val/<wnid>/*`), or `root/<class>/*`."""
+    parts = {"train": root / "train", "test": root / "val"} if (root / "train").is_dir() else {"train": root}
+    classes = sorted(d.name for d in parts["train"].iterdir() if d.is_dir())
+    if not classes:
+        raise ShardError(f"{parts['train']} has no class folders: expected <root>/train/<class>/<image>.JPEG")
+    label = {c: i for i, c in enumerate(classes)}
+    out, ignored = {}, []
+    for split, folder in parts.items():
+        if not folder.is_dir():
+            continue
+        items = []
+        for cdir in sorted(d for d in folder.iterdir() if d.is_dir()):
+            if cdir.name not in label:
+                raise ShardError(f"{cdir}: class {cdir.name!r} is not among the training classes of {parts['train']}")
+            for f in sorted(cdir.iterdir()):
+                ext = IMAGE_EXTS.get(f.suffix.lower())
+                if ext is None:
+                    ignored.append(str(f))
+                    continue
+                key = str(f.relative_to(root).with_suffix("")).replace(".", "_")
+                items.append(Item(key, label[cdir.name], ext, f.read_bytes))
+        out[split] = items
+    if ignored:
+        print(f"ignored {len(ignored)} files that are not .jpg/.jpeg/.png, e.g. {ignored[0]}")
+    meta = {"channels": 3, "image_size": 0, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    return out, classes, meta
+
+
+def array_items(source: str, root: Path) -> tuple[dict[str, list[Item]], list[str], dict]:
+    """Fashion-MNIST / CIFAR through sources.py's readers, each image encoded as a lossless PNG."""
+    import torch
+
+    from ..config import DataConfig
+    from .sources import load_raw
+
+    (xtr, ytr), (xte, yte), classes = load_raw(DataConfig(dataset=source, root=str(root)))
+    as_u8 = lambda x: (x * 255).round().to(torch.uint8).numpy()  # exact: the readers divided u8 by 255
+    arrays = {"train": (as_u8(xtr), ytr.numpy()), "test": (as_u8(xte), yte.numpy())}
+    out = {split: [Item(f"{split}_{i:07d}", int(y[i]), "png", _png(x, i)) for i in range(len(x))]
+           for split, (x, y) in arrays.items()}
+    train = arrays["train"][0].astype(np.float64) / 255
+    meta = {"channels": int(xtr.shape[1]), "image_size": int(xtr.shape[-1]),
+            "mean": train.mean(axis=(0, 2, 3)).tolist(), "std": train.std(axis=(0, 2, 3)).tolist()}
+    return out, [str(c) for c in range(classes)], meta
+
+
+def _png(x: np.ndarray, i: int) -> Callable[[], bytes]:
+    def load() -> bytes:
+        from PIL import Image
+        img = x[i]
+        pil = Image.fromarray(img[0]) if img.shape[0] == 1 else Image.fromarray(img.transpose(1, 2, 0))
+        buf = io.BytesIO()
+        pil.save(buf, format="PNG")
+        return buf.getvalue()
+    return load
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_dataset(source: str, path: str | Path, out: str | Path, maxcount: int = 1000, maxsize: int = 3 << 30,
+                  holdout: float = 0.01, seed: int = 0, name: str = "", verify: bool = True) -> dict:
+    """Convert a source into shards + `index.json` under `out`; returns the index."""
+    from tqdm.auto import tqdm
+
+    path, out = Path(path), Path(out)
+    if not path.exists():
+        raise ShardError(f"source {path} does not exist")
+    if not 0 <= holdout < 1:
+        raise ShardError(f"--holdout {holdout}: need 0 <= holdout < 1")
+    if maxcount < 1 or maxsize < 1:
+        raise ShardError("--maxcount and --maxsize must be >= 1")
+    parts, classes, meta = imagefolder_items(path) if source == "imagefolder" else array_items(source, path)
+    train = parts.pop("train")
+    parts = {"train": [i for i in train if not in_holdout(i.key, holdout)],
+             "holdout": [i for i in train if in_holdout(i.key, holdout)], **parts}
+    out.mkdir(parents=True, exist_ok=True)
+    index = {"format": FORMAT, "name": name or (path.name if source == "imagefolder" else source),
+             "source": source, "classes": classes, **meta, "holdout_fraction": holdout, "seed": seed, "splits": {}}
+    written = {}
+    with tqdm(total=sum(map(len, parts.values())), desc="writing shards", unit="img", dynamic_ncols=True,
+              disable=os.environ.get("NEUMETA_NO_BAR") == "1") as bar:
+        for split, items in parts.items():
+            items = list(items)
+            random.Random(f"{seed}/{split}").shuffle(items)  # class-sorted folders → mixed shards
+            shards, keys = _write_split(items, out, split, maxcount, maxsize, bar)
+            index["splits"][split] = {"count": len(items), "shards": shards}
+            written.update(keys)
+    if verify:
+        verify_shards(out, index, written)
+    from ..checkpoint import atomic_write_text
+    atomic_write_text(out / INDEX, json.dumps(index, indent=1))
+    return index
+
+
+def _write_split(items: Sequence[Item], out: Path, split: str, maxcount: int, maxsize: int,
+                 bar) -> tuple[list[dict], dict[str, list[tuple[str, int]]]]:
+    """Rotate to a new tar at `maxcount` samples or before `maxsize` bytes."""
+    shards, keys, tar = [], {}, None
+    for item in items:
+        payload = item.load()
+        if tar is None or tar.count >= maxcount or (tar.count and tar.size_with(len(payload)) > maxsize):
+            if tar is not None:
+                shards.append(tar.close())
+            tar = _Tar(out, f"{split}-{len(shards):06d}.tar")
+            keys[tar.name] = []
+        tar.write(item, payload)
+        keys[tar.name].append((item.key, item.label))
+        bar.update(1)
+    if tar is not None:
+        shards.append(tar.close())
+    return shards, keys
+
+
+class _Tar:
+    """One shard being written: under a temporary name, renamed into place when closed, so a
+    crash leaves no half tar under a real name. Fixed owner and mtime: byte-identical reruns."""
+
+    def __init__(self, out: Path, name: str):
+        from webdataset import TarWriter
+        self.out, self.name, self.count, self.bytes = out, name, 0, 0
+        self.tmp = out / f".{name}.tmp"
+        self.fh = open(self.tmp, "wb")
+        self.writer = TarWriter(self.fh, user="neumeta", group="neumeta", encoder=False, mtime=0)
+
+    @staticmethod
+    def sample_bytes(payload: int) -> int:
+        """A sample's bytes in the tar: two headers, the image padded to blocks, the label's block."""
+        block = tarfile.BLOCKSIZE
+        return 3 * block + -(-payload // block) * block
+
+    def size_with(self, payload: int) -> int:
+        """The closed tar's size if a sample of `payload` bytes joined (counted, because the tar
+        stream buffers whole records): samples, the end marker, padding to whole records."""
+        record = tarfile.RECORDSIZE
+        return -(-(self.bytes + self.sample_bytes(payload) + 2 * tarfile.BLOCKSIZE) // record) * record
+
+    def write(self, item: Item, payload: bytes) -> None:
+        self.writer.write({"__key__": item.key, item.ext: payload, "cls": str(item.label).encode()})
+        self.count += 1
+        self.bytes += self.sample_bytes(len(payload))
+
+    def close(self) -> dict:
+        self.writer.close()
+        self.fh.close()
+        os.replace(self.tmp, self.out / self.name)
+        path = self.out / self.name
+        return {"name": self.name, "count": self.count, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_shards(out: Path, index: dict, written: dict[str, list[tuple[str, int]]]) -> None:
+    """Read every tar back: its keys and labels in written order, and an image member each."""
+    for split in index["splits"].values():
+        for shard in split["shards"]:
+            got = []
+            for key, fields in read_samples(out / shard["name"]):
+                if "cls" not in fields or not ({"jpg", "png"} & set(fields)):
+                    raise ShardError(f"{out / shard['name']}: sample {key} lacks its image or .cls after writing")
+                got.append((key, int(fields["cls"])))
+            if got != written[shard["name"]]:
+                raise ShardError(f"{out / shard['name']}: read back {len(got)} samples that differ from the "
+                                 f"{len(written[shard['name']])} written: the disk or filesystem lost data")
