@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
+from . import preemption
 from .config import Config, ConfigError, load_config, save_config
 from .data import DataError
 from .data import Splits, load_splits
@@ -132,6 +133,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     log.progress(start)
     data = batches(accelerator, loader, start * micro_batches)
     rank = accelerator.process_index
+    stop = preemption.Preemption.watch()
     for step in range(start, total):
         net.train()
         for micro in range(micro_batches):
@@ -157,6 +159,10 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
             alphas = {f"alpha/{b}": a.item() for b, a in model.alphas().items()}
             log.scalars(done, {**full_terms, **alphas, "lr": sched.get_last_lr()[0], "images_per_s": ips})
             log.progress(done, loss=full_terms["loss/total"], img_s=ips)
+        if stop.requested(accelerator):  # preempted or near the time limit: resume from here
+            _save(accelerator, sdir, done, sched, ema, cfg)
+            log.close()
+            stop.exit(f"{sdir.name} step {done}")
         if tc.save_every and done % tc.save_every == 0 and done < total:
             _save(accelerator, sdir, done, sched, ema, cfg)
     val = _validate(cfg, accelerator, model, ema, splits)
