@@ -112,6 +112,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     """Train (or resume) stage k; writes `final.pt` and `COMPLETE` last."""
     tc, micro_batches, stage, sdir = cfg.train, cfg.train.widths_per_step, stages[k - 1], stage_dir(cfg, k)
     accelerator.gradient_accumulation_steps = micro_batches
+    stop = preemption.Preemption.watch()  # from here a SLURM signal stops the stage at a step boundary
     model = _stage_start(cfg, family, reference, stages, k)
     resumed = ckpt.latest_checkpoint(sdir) is not None
     log = Logger(accelerator, Path(cfg.run_dir) / "tb" / sdir.name, steps_per_stage(cfg, len(splits.train)),
@@ -133,7 +134,6 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     log.progress(start)
     data = batches(accelerator, loader, start * micro_batches)
     rank = accelerator.process_index
-    stop = preemption.Preemption.watch()
     for step in range(start, total):
         net.train()
         for micro in range(micro_batches):

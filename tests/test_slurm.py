@@ -1,0 +1,183 @@
+"""`launch/submit.py` against a real single-node SLURM (slurm/local/start.sh): the stage plan
+runs as a chain of dependent jobs, survives a requeue, stops on a failure, and a re-run after
+the end submits nothing. Synthetic data, tiny sizes, one CPU process per job.
+
+Skipped, with the reason, only where the local SLURM cannot be started (not root, no apt).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# 3 INR stages (6 blocks, 2 per stage) + stage 0; 30 steps per stage so that a requeue lands
+# inside a stage's loop
+TINY = ["data.dataset=synthetic", "data.train_limit=256", "data.test_limit=128", "data.batch_size=32",
+        "data.val_fraction=0.25", "model.width=0.25", "teacher.epochs=1", "smoothing.two_opt_rounds=1",
+        "meta.generated=authors", "meta.min_width=0.5", "meta.norm=fold", "inr.hidden=8", "inr.layers=1",
+        "inr.num_freqs=2", "train.max_steps=30", "train.log_every=10", "train.widths_per_step=1",
+        "recipe.init=copy", "recipe.warmup_steps=0", "recipe.units_per_stage=2", "eval.widths=[1.0]"]
+STEPS = 30
+WAIT_S = 600  # bound on any one chain; a hang fails the test instead of the suite
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """The local SLURM, started for the session (and stopped after, if this fixture started it)."""
+    if os.geteuid() != 0:
+        pytest.skip("SLURM tests start a local slurmctld/slurmd, which needs root (run as root, or sudo make test)")
+    was_up = subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0 if shutil.which("sinfo") else False
+    out = subprocess.run(["bash", str(ROOT / "slurm/local/start.sh")], capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        pytest.skip(f"local SLURM could not be started: {(out.stderr.strip() or out.stdout.strip()).splitlines()[-1]}")
+    yield
+    if not was_up:
+        subprocess.run(["bash", str(ROOT / "slurm/local/stop.sh")], capture_output=True, timeout=60)
+
+
+def submit(run_dir: Path, *args: str, timeout: float = WAIT_S) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, str(ROOT / "launch/submit.py"), "--config", str(ROOT / "configs/demo.yaml"),
+           "--profile", str(ROOT / "slurm/local.yaml"), *args, *TINY, f"run_dir={run_dir}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+    print(f"$ submit.py {' '.join(args)}\n{out.stdout}{out.stderr}")  # the job tables, with pytest -s
+    return out
+
+
+def tables(stdout: str) -> list[list[dict]]:
+    """Every job table that submit.py printed, as rows."""
+    out = []
+    for line in stdout.splitlines():
+        parts = re.split(r"\s{2,}", line.strip())
+        if parts[:2] == ["stage", "job"]:
+            out.append([])
+        elif out and len(parts) == 5 and parts[0].isdigit():
+            out[-1].append(dict(zip(("stage", "job", "state", "detail", "log"), parts)))
+    return out
+
+
+def table(stdout: str) -> list[dict]:
+    return tables(stdout)[-1]
+
+
+def queue_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T|%r"], capture_output=True,
+                          text=True, timeout=30).stdout.strip()
+
+
+def read_log(row: dict) -> str:
+    log = Path(row["log"])
+    return log.read_text() + log.with_suffix(".err").read_text()
+
+
+def job_start(row: dict) -> float:
+    """When Submitit started the job (its first log line)."""
+    stamp = re.search(r"submitit INFO \((\S+ \S+)\) - Starting", read_log(row)).group(1)
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def digest(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def copy_run(src: Path, dst: Path, *parts: str) -> Path:
+    for part in parts:
+        shutil.copytree(src / part, dst / part)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def chain(cluster, tmp_path_factory):
+    """The whole plan from an empty run directory: submit --wait."""
+    run_dir = tmp_path_factory.mktemp("chain") / "run"
+    t0 = time.perf_counter()
+    out = submit(run_dir, "--wait")
+    elapsed = time.perf_counter() - t0
+    print(f"3-stage tiny chain (stage 0 + 3 INR stages, 4 jobs): {elapsed:.1f} s")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return run_dir, out, elapsed
+
+
+def test_the_plan_runs_as_dependent_jobs_each_starting_from_the_previous_stage(chain):
+    run_dir, out, _ = chain
+    submitted = tables(out.stdout)[0]
+    assert all(r["state"] == "SUBMITTED" for r in submitted)
+    assert [r["stage"] for r in submitted] == ["0", "1", "2", "3"]
+    assert submitted[0]["detail"] == "-"
+    assert all(r["detail"] == f"afterok:{p['job']}" for p, r in zip(submitted, submitted[1:]))
+    final = table(out.stdout)
+    assert [r["state"] for r in final] == ["COMPLETE"] * 4
+    for k in (1, 2, 3):
+        src = run_dir / ("teacher/reference.pt" if k == 1 else f"stage_{k - 1}/final.pt")
+        log = read_log(final[k])
+        assert f"stage {k} starts from {src} sha256:{digest(src)}" in log  # the file stage k-1 left
+        assert job_start(final[k]) >= (src.stat().st_mtime - 1)  # started after the hand-off was written
+        assert (run_dir / f"stage_{k}" / "COMPLETE").is_file()
+        assert "resuming" not in log
+
+
+def test_a_second_submit_after_completion_submits_nothing(chain):
+    run_dir, _, _ = chain
+    before = (run_dir / "slurm/jobs.json").read_text()
+    out = submit(run_dir, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "nothing to submit" in out.stdout
+    assert [r["state"] for r in table(out.stdout)] == ["COMPLETE"] * 4
+    assert (run_dir / "slurm/jobs.json").read_text() == before
+
+
+def test_a_requeued_job_resumes_from_its_signal_checkpoint_and_the_chain_ends_with_the_same_inr(chain, tmp_path):
+    ref, _, _ = chain
+    run_dir = copy_run(ref, tmp_path / "run", "teacher", "stage_1")
+    out = submit(run_dir, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = {r["stage"]: r for r in table(out.stdout)}
+    assert [rows[k]["state"] for k in "0123"] == ["COMPLETE", "COMPLETE", "SUBMITTED", "SUBMITTED"]
+    job, log = rows["2"]["job"], Path(rows["2"]["log"])
+    deadline = time.monotonic() + WAIT_S
+    while not (log.is_file() and "stage 2 adds" in log.read_text()):  # its step loop is starting
+        assert time.monotonic() < deadline and not (run_dir / "stage_2/COMPLETE").exists(), queue_state(job)
+        time.sleep(0.05)
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+
+    again = submit(run_dir, "--wait")  # while requeued: follows the queued jobs, submits nothing
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to submit" in again.stdout
+    log = read_log(rows["2"])  # both attempts: Submitit appends
+    stopped = re.search(r"stage_2 step (\d+): stopped on SIGTERM", log)
+    assert stopped, "the requeue reached stage 2 after its step loop (raise train.max_steps)\n" + log[-2000:]
+    step = int(stopped.group(1))
+    assert 0 < step < STEPS
+    assert f"resuming stage_2 from checkpoint_{step:08d} (step {step})" in log
+    a = torch.load(ref / "stage_3/final.pt", weights_only=False)
+    b = torch.load(run_dir / "stage_3/final.pt", weights_only=False)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]) for k in a["ema"]["shadow"])
+
+
+def test_a_failed_stage_cancels_its_dependants_and_is_reported_with_its_log(chain, tmp_path):
+    ref, _, _ = chain
+    run_dir = copy_run(ref, tmp_path / "run", "teacher", "stage_1")
+    (run_dir / "stage_1/final.pt").write_bytes(b"truncated")  # what stage 2 starts from
+    out = submit(run_dir, "--wait")
+    assert out.returncode != 0
+    rows = {r["stage"]: r for r in table(out.stdout)}
+    assert rows["2"]["state"] == "FAILED" and rows["3"]["state"] == "CANCELLED"
+    assert queue_state(rows["3"]["job"]).startswith("CANCELLED")
+    assert f"error: stage 2 failed" in out.stderr and f"log: {rows['2']['log']}" in out.stderr
+    assert "stage 3: cancelled" in out.stderr
+    assert "stage_1/final.pt is unreadable" in read_log(rows["2"])
+    assert not (run_dir / "stage_3").exists()
