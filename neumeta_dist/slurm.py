@@ -12,7 +12,6 @@ unpickles `StageJob` before it starts training.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import signal
@@ -120,7 +119,7 @@ def accelerate_command(prof: Profile, where: Rendezvous, train_args: list[str]) 
 
 def stage_complete(run_dir: Path, k: int) -> bool:
     """Stage 0 (teacher + smoothing) ends with reference.pt, an INR stage with COMPLETE."""
-    return (run_dir / "teacher" / "reference.pt").is_file() if k == 0 else (run_dir / f"stage_{k}" / "COMPLETE").is_file()
+    return (run_dir / ("teacher/reference.pt" if k == 0 else f"stage_{k}/COMPLETE")).is_file()
 
 
 def stage_input(run_dir: Path, k: int) -> Path:
@@ -164,7 +163,7 @@ class StageJob(submitit.helpers.Checkpointable):
         cmd = accelerate_command(self.profile, where, ["--config", self.config, "--stage", str(self.stage),
                                                        *self.overrides])
         print("running", " ".join(cmd), flush=True)
-        proc = subprocess.Popen(cmd, preexec_fn=_shield)
+        proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_shield)
         try:
             status = proc.wait()
         finally:  # Submitit exits on the requeue signal: first let the stage write its checkpoint
@@ -174,7 +173,3 @@ class StageJob(submitit.helpers.Checkpointable):
                               f"(its error is in this job's log)")
         return {"stage": self.stage, "node_rank": where.node_rank}
 
-
-def profile_summary(prof: Profile) -> str:
-    return ", ".join(f"{f.name}={getattr(prof, f.name)}" for f in dataclasses.fields(prof)
-                     if getattr(prof, f.name) != f.default and getattr(prof, f.name) != [])

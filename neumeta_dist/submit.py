@@ -167,13 +167,14 @@ def submit(chain: Chain, prof: Profile, config: str, overrides: list[str], stage
                       "submitting it again", file=sys.stderr)
             if dry_run:
                 print_dry_run(chain, prof, params, row.stage, job_overrides)
-                rows[i] = StageState(row.stage, "DRY RUN", "<stage %d job>" % row.stage, detail=after or "")
+                rows[i] = StageState(row.stage, "DRY RUN", f"<stage {row.stage} job>", detail=after or "")
                 continue
             executor.update_parameters(**params)
             job = executor.submit(StageJob(prof, str(Path(config).resolve()), row.stage, job_overrides,
                                            str(chain.run_dir)))
             record = state["stages"].setdefault(str(row.stage), {})
-            record.setdefault("attempts", []).extend([record["job_id"]] if "job_id" in record else [])
+            if "job_id" in record:  # earlier jobs of this stage, for the record
+                record["earlier_jobs"] = [*record.get("earlier_jobs", []), record["job_id"]]
             record.update(job_id=str(job.job_id), log=str(job.paths.stdout))
             chain.save(state)
             rows[i] = StageState(row.stage, "SUBMITTED", str(job.job_id), str(job.paths.stdout),
@@ -202,13 +203,18 @@ def table(rows: list[StageState]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
-def wait(chain: Chain, stages: range, poll_s: float = 2.0) -> list[StageState]:
-    """Follow the chain until every stage is complete or one has failed (dependants cancelled)."""
+def wait(chain: Chain, stages: range, poll_s: float = 2.0, grace_s: float = 60.0) -> list[StageState]:
+    """Follow the chain until no job of it is queued any more, or, after a failure, until its
+    dependants are cancelled (at most `grace_s`: a cluster may keep them pending instead)."""
+    failed_at = None
     while True:
         rows = chain.states(stages)
-        if all(r.state == "COMPLETE" for r in rows) or any(r.failed for r in rows) \
-                or not any(r.active for r in rows):
+        if not any(r.active for r in rows):
             return rows
+        if any(r.failed for r in rows):
+            failed_at = failed_at or time.monotonic()
+            if time.monotonic() - failed_at > grace_s:
+                return rows
         time.sleep(poll_s)
 
 
@@ -227,7 +233,7 @@ def failure_report(rows: list[StageState]) -> str | None:
 def parse_stages(text: str | None, n: int) -> range:
     """'a:b' (inclusive), 'a:' or 'k'; default every stage 0..n."""
     if not text:
-        return range(0, n + 1)
+        return range(n + 1)
     a, sep, b = text.partition(":")
     try:
         lo, hi = int(a or 0), (int(b) if b else n) if sep else int(a)

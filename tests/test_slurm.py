@@ -6,7 +6,6 @@ Skipped, with the reason, only where the local SLURM cannot be started (not root
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -20,13 +19,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# 3 INR stages (6 blocks, 2 per stage) + stage 0; 30 steps per stage so that a requeue lands
-# inside a stage's loop
+# 3 INR stages (6 blocks, 2 per stage) + stage 0; 30 steps per stage, a checkpoint every 5:
+# the requeue test requeues a stage once its first checkpoint shows that its loop runs
 TINY = ["data.dataset=synthetic", "data.train_limit=256", "data.test_limit=128", "data.batch_size=32",
         "data.val_fraction=0.25", "model.width=0.25", "teacher.epochs=1", "smoothing.two_opt_rounds=1",
         "meta.generated=authors", "meta.min_width=0.5", "meta.norm=fold", "inr.hidden=8", "inr.layers=1",
-        "inr.num_freqs=2", "train.max_steps=30", "train.log_every=10", "train.widths_per_step=1",
-        "recipe.init=copy", "recipe.warmup_steps=0", "recipe.units_per_stage=2", "eval.widths=[1.0]"]
+        "inr.num_freqs=2", "train.max_steps=30", "train.save_every=5", "train.log_every=10",
+        "train.widths_per_step=1", "recipe.init=copy", "recipe.warmup_steps=0", "recipe.units_per_stage=2",
+        "eval.widths=[1.0]"]
 STEPS = 30
 WAIT_S = 600  # bound on any one chain; a hang fails the test instead of the suite
 
@@ -145,9 +145,9 @@ def test_a_requeued_job_resumes_from_its_signal_checkpoint_and_the_chain_ends_wi
     assert out.returncode == 0, out.stderr
     rows = {r["stage"]: r for r in table(out.stdout)}
     assert [rows[k]["state"] for k in "0123"] == ["COMPLETE", "COMPLETE", "SUBMITTED", "SUBMITTED"]
-    job, log = rows["2"]["job"], Path(rows["2"]["log"])
+    job, first = rows["2"]["job"], run_dir / "stage_2/checkpoint_00000005/meta.json"
     deadline = time.monotonic() + WAIT_S
-    while not (log.is_file() and "stage 2 adds" in log.read_text()):  # its step loop is starting
+    while not first.is_file():  # stage 2's loop is at step 5 of 30
         assert time.monotonic() < deadline and not (run_dir / "stage_2/COMPLETE").exists(), queue_state(job)
         time.sleep(0.05)
     subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
@@ -159,7 +159,7 @@ def test_a_requeued_job_resumes_from_its_signal_checkpoint_and_the_chain_ends_wi
     stopped = re.search(r"stage_2 step (\d+): stopped on SIGTERM", log)
     assert stopped, "the requeue reached stage 2 after its step loop (raise train.max_steps)\n" + log[-2000:]
     step = int(stopped.group(1))
-    assert 0 < step < STEPS
+    assert 5 < step < STEPS  # not the periodic checkpoint: the one written on the signal
     assert f"resuming stage_2 from checkpoint_{step:08d} (step {step})" in log
     a = torch.load(ref / "stage_3/final.pt", weights_only=False)
     b = torch.load(run_dir / "stage_3/final.pt", weights_only=False)
@@ -177,7 +177,7 @@ def test_a_failed_stage_cancels_its_dependants_and_is_reported_with_its_log(chai
     rows = {r["stage"]: r for r in table(out.stdout)}
     assert rows["2"]["state"] == "FAILED" and rows["3"]["state"] == "CANCELLED"
     assert queue_state(rows["3"]["job"]).startswith("CANCELLED")
-    assert f"error: stage 2 failed" in out.stderr and f"log: {rows['2']['log']}" in out.stderr
+    assert "error: stage 2 failed" in out.stderr and f"log: {rows['2']['log']}" in out.stderr
     assert "stage 3: cancelled" in out.stderr
     assert "stage_1/final.pt is unreadable" in read_log(rows["2"])
     assert not (run_dir / "stage_3").exists()

@@ -63,7 +63,7 @@ SlurmctldLogFile=$LOGS/slurmctld.log
 SlurmdLogFile=$LOGS/slurmd.log
 ReturnToService=2
 JobRequeue=1
-KillWait=10
+KillWait=30
 MinJobAge=600
 MpiDefault=none
 NodeName=$host CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
