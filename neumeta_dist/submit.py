@@ -108,7 +108,7 @@ class Chain:
         """A job not complete: SLURM's state while slurmctld knows it, with Submitit's error if any."""
         jid, log = job["job_id"], job["log"]
         state, reason = queued or ("", "None")
-        error = "" if state in ACTIVE else submitit_error(self.folder / "logs", jid)
+        error = "" if state in ACTIVE else (training_error(Path(log)) or submitit_error(self.folder / "logs", jid))
         detail = error or ("" if reason == "None" else reason)
         return StageState(k, state or ("FAILED" if error else "GONE"), jid, log,
                           detail or ("" if state else "ended without completing or a recorded error"))
@@ -126,6 +126,15 @@ def squeue(job_ids: list[str]) -> dict[str, tuple[str, str]]:
         raise SubmitError(f"squeue failed ({out.stderr.strip()}): is SLURM reachable from here?")
     rows = (line.split("|") for line in out.stdout.splitlines() if line.count("|") == 2)
     return {jid: (st, reason) for jid, st, reason in rows}
+
+
+def training_error(log: Path) -> str:
+    """The training's own one-line error (`error: ...`, launch/train.py) in the job's stderr."""
+    try:
+        lines = log.with_suffix(".err").read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.removeprefix("error: ") for line in reversed(lines) if line.startswith("error: ")), "")
 
 
 def submitit_error(folder: Path, job_id: str) -> str:

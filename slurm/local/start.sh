@@ -53,6 +53,8 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/builtin
+# pending jobs are looked at every 2 s (default 60): a requeued job starts soon after its BeginTime
+SchedulerParameters=sched_interval=2
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$STATE/ctld
