@@ -201,7 +201,7 @@ def print_dry_run(chain: Chain, prof: Profile, params: dict, stage: int, overrid
     where = Rendezvous(prof.nodes, "$SLURM_NODEID", "<first host of $SLURM_JOB_NODELIST>",  # type: ignore[arg-type]
                        "<20000 + job id % 20000>")
     cmd = accelerate_command(prof, where, ["--config", "<config>", "--stage", str(stage), *overrides])
-    print(f"# stage {stage}\n" + "\n".join(l for l in script.splitlines() if l.startswith("#SBATCH"))
+    print(f"# stage {stage}\n" + "\n".join(line for line in script.splitlines() if line.startswith("#SBATCH"))
           + "\n# each node runs: " + " ".join(cmd) + "\n")
 
 

@@ -181,3 +181,53 @@ def test_a_failed_stage_cancels_its_dependants_and_is_reported_with_its_log(chai
     assert "stage_1/final.pt is unreadable" in out.stderr  # the training's own error, in the report
     assert "stage 3: cancelled" in out.stderr
     assert not (run_dir / "stage_3").exists()
+
+
+# Without a cluster: what a job would be asked for, and how it starts Accelerate.
+
+def test_dry_run_prints_every_profile_field_as_sbatch_options_and_submits_nothing(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "launch/submit.py"), "--config", str(ROOT / "configs/demo.yaml"),
+                          "--profile", str(ROOT / "slurm/example_gpu.yaml"), "--dry-run", "--stages", "1:2", *TINY,
+                          f"run_dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode != 0 and "stage 0 is neither complete nor queued: include it (--stages 0:2)" in out.stderr
+    (tmp_path / "run/teacher").mkdir(parents=True)
+    (tmp_path / "run/teacher/reference.pt").write_bytes(b"")  # stage 0 complete
+    out = subprocess.run(out.args, capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    stage1, stage2 = out.stdout.split("# stage 2")
+    for opt in ("--nodes=2", "--gpus-per-node=4", "--ntasks-per-node=1", "--cpus-per-task=32", "--mem=256G",
+                "--partition=gpu", "--account=my_project", "--qos=normal", "--constraint=a100", "--time=240",
+                "--signal=USR2@120", "--exclusive", "--kill-on-invalid-dep=yes"):
+        assert f"#SBATCH {opt}" in stage1 and f"#SBATCH {opt}" in stage2, opt
+    assert "--dependency" not in stage1 and "#SBATCH --dependency='afterok:<job of stage 1>'" in stage2
+    assert "--num_machines 2 --machine_rank $SLURM_NODEID --num_processes 8" in stage1
+    assert "--mixed_precision bf16" in stage1 and "--multi_gpu" in stage1 and "--stage 1" in stage1
+    assert not (tmp_path / "run/slurm").exists()
+
+
+def test_each_node_launches_accelerate_with_its_rank_and_the_first_host_as_main():
+    from neumeta_dist.slurm import Rendezvous, accelerate_command, load_profile
+    prof = load_profile(ROOT / "slurm/example_zero3.yaml")
+    where = Rendezvous(nodes=3, node_rank=2, main_host="gpu017", port=20123)
+    cmd = " ".join(accelerate_command(prof, where, ["--stage", "1"]))
+    assert cmd.startswith(f"{sys.executable} -m accelerate.commands.launch --config_file configs/accelerate/zero3.yaml")
+    assert ("--num_machines 3 --machine_rank 2 --num_processes 24 --main_process_ip gpu017 "
+            "--main_process_port 20123") in cmd
+    assert "--multi_gpu" not in cmd  # the Accelerate config file decides the distributed type
+    assert cmd.endswith("launch/train.py --stage 1")
+
+
+def test_a_profile_with_an_unknown_key_or_bad_value_is_a_one_line_error(tmp_path):
+    from neumeta_dist.config import ConfigError
+    from neumeta_dist.slurm import load_profile
+    bad = tmp_path / "p.yaml"
+    bad.write_text("nodes: 2\ngpus: 4\n")
+    with pytest.raises(ConfigError, match=r"p.yaml: unknown key gpus \(allowed in top level: partition, "):
+        load_profile(bad)
+    bad.write_text("nodes: 0\n")
+    with pytest.raises(ConfigError, match=r"p.yaml: nodes: need >= 1"):
+        load_profile(bad)
+    with pytest.raises(ConfigError, match=r"profile .*nope.yaml not found"):
+        load_profile(tmp_path / "nope.yaml")
