@@ -33,7 +33,7 @@ class Preemption:
         return flag
 
     def _record(self, signum: int, frame) -> None:
-        self.signum = signum
+        self.signum = self.signum or signum  # the first one says why (SIGUSR2 is followed by SIGTERM)
 
     def requested(self, accelerator) -> bool:
         """True on every rank as soon as any rank was signalled."""
