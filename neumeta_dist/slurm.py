@@ -23,7 +23,7 @@ from pathlib import Path
 import submitit
 import yaml
 
-from .config import ConfigError, _build
+from .config import ConfigError, _build  # the typed loader of the experiment configs
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout whose launch/train.py the jobs run
 
@@ -82,8 +82,10 @@ def sbatch_parameters(prof: Profile, name: str, dependency: str | None) -> dict:
     # afterok on a failed stage can never be satisfied: cancel the dependants instead of
     # leaving them pending forever
     extra.setdefault("kill-on-invalid-dep", "yes")
+    # this checkout's code on the nodes, also where sbatch does not export the environment
+    setup = [f"export PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]
     return {"job_name": name, "nodes": prof.nodes, "ntasks_per_node": 1, "cpus_per_task": prof.cpus_per_task,
-            "time": prof.time_min, "signal_delay_s": prof.signal_delay_s,
+            "time": prof.time_min, "signal_delay_s": prof.signal_delay_s, "setup": setup,
             "additional_parameters": {k: v or True for k, v in extra.items()},
             **{k: v for k, v in optional.items() if v}}
 
