@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from . import checkpoint as ckpt
-from . import parallel
+from . import parallel, preemption
 from .config import Config, ConfigError, load_config, save_config
 from .data import DataError
 from .data import Splits, load_splits, sample_images, train_batches
@@ -101,6 +101,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     """Train (or resume) stage k; writes `final.pt` and `COMPLETE` last."""
     tc, micro_batches, stage, sdir = cfg.train, cfg.train.widths_per_step, stages[k - 1], stage_dir(cfg, k)
     parallel.configure(accelerator, micro_batches, tc.grad_clip, tc.clip_mode, cfg.data.batch_size)
+    stop = preemption.Preemption.watch()  # from here a SLURM signal stops the stage at a step boundary
     resume_from = resume_point(cfg, accelerator, sdir)
     # On the accelerator before the warm-up: it is thousands of small INR steps.
     model = _stage_start(cfg, family, reference, stages, k).to(accelerator.device)
@@ -138,6 +139,10 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
             log.scalars(done, {**full_terms, **alphas, "lr": sched.get_last_lr()[0], "images_per_s": ips,
                                **data.fault_scalars()})
             log.progress(done, loss=full_terms["loss/total"], img_s=ips)
+        if stop.requested(accelerator) and done < total:  # preempted or near the time limit
+            _save(accelerator, sdir, done, sched, ema, cfg, data.per_epoch)
+            log.close()
+            stop.exit(f"{sdir.name} step {done}")
         if (tc.save_every and done % tc.save_every == 0) or done == total:
             _save(accelerator, sdir, done, sched, ema, cfg, data.per_epoch)
         probe.step_done(done)

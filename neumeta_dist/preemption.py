@@ -1,0 +1,51 @@
+"""Stop a stage cleanly when the scheduler asks, so that the requeued job resumes from there.
+
+SLURM signals every process of a job before it ends it: SIGTERM on preemption, `scancel` and
+`scontrol requeue`, and the `--signal` that Submitit asks for (SIGUSR2, `signal_delay_s`
+before the time limit). The handler only records the signal; the step loop asks `requested`
+at each step boundary, writes a checkpoint and calls `exit`, and the requeued job resumes
+from that checkpoint like from any other. With several processes the flag is max-reduced
+over the ranks (one tiny all-reduce per optimiser step), so every rank stops at the same
+step: a save is collective, a rank that stopped alone would hang the others.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import NoReturn
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+EXIT_STATUS = 75  # EX_TEMPFAIL: stopped on request, resumable from the checkpoint just written
+
+
+class Preemption:
+    """The signal received since `watch` (0: none)."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    @classmethod
+    def watch(cls) -> "Preemption":
+        flag = cls()
+        if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
+            for s in SIGNALS:
+                signal.signal(s, flag._record)
+        return flag
+
+    def _record(self, signum: int, frame) -> None:
+        self.signum = self.signum or signum  # the first one says why (SIGUSR2 is followed by SIGTERM)
+
+    def requested(self, accelerator) -> bool:
+        """True on every rank as soon as any rank was signalled."""
+        if accelerator.num_processes == 1:
+            return self.signum != 0
+        import torch
+        import torch.distributed as dist
+        flag = torch.tensor([int(self.signum != 0)], device=accelerator.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def exit(self, where: str) -> NoReturn:
+        name = signal.Signals(self.signum).name if self.signum else "a signal to another rank"
+        print(f"{where}: stopped on {name}, checkpoint written; a requeued job resumes from it", flush=True)
+        raise SystemExit(EXIT_STATUS)

@@ -1,0 +1,177 @@
+"""SLURM: a cluster profile, the sbatch parameters of a stage job, and the job itself.
+
+A stage job has one task per node. Each task reads the distributed layout from SLURM (nodes,
+node rank, the first host of the node list as the main process, a port derived from the job
+id) and runs `accelerate launch launch/train.py --stage k` with it, which starts the node's
+processes. Submitit carries the job: it pickles a `StageJob`, asks SLURM for SIGUSR2 before
+the time limit and requeues the job on it (`StageJob` is Checkpointable: the requeued job
+runs the same stage again, and the stage resumes from its newest checkpoint).
+
+This module must stay light to import (no torch): the Submitit process on every node
+unpickles `StageJob` before it starts training.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import submitit
+import yaml
+
+from .config import ConfigError, _build  # the typed loader of the experiment configs
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout whose launch/train.py the jobs run
+
+
+@dataclass
+class Profile:
+    """Where and how big a stage job is (slurm/<cluster>.yaml)."""
+
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    nodes: int = 1
+    gpus_per_node: int = 0
+    processes_per_node: int = 0  # training processes per node; 0 = gpus_per_node (1 without GPUs)
+    cpus_per_task: int = 1  # one task per node: every CPU the node's processes use
+    mem_gb: float = 0.0  # per node; 0 = the partition's default
+    time_min: int = 60  # per job; a stage longer than this is requeued and resumes
+    signal_delay_s: int = 90  # SIGUSR2 this long before the time limit: the stage checkpoints
+    max_requeues: int = 3  # time-limit requeues of one stage before it is reported failed
+    accelerate_args: list[str] = field(default_factory=list)  # e.g. [--config_file, configs/accelerate/zero3.yaml]
+    sbatch: list[str] = field(default_factory=list)  # any other sbatch option: "exclusive", "mail-type=END"
+
+    @property
+    def per_node(self) -> int:
+        return self.processes_per_node or self.gpus_per_node or 1
+
+
+def load_profile(path: str | Path) -> Profile:
+    """The profile, validated like an experiment config: one-line errors naming file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"profile {path} not found (pass one of slurm/*.yaml, e.g. slurm/local.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"profile {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    prof = _build(Profile, raw, prefix="", source=str(path))
+    checks = [(prof.nodes >= 1, "nodes", "need >= 1"), (prof.time_min >= 1, "time_min", "need >= 1"),
+              (min(prof.gpus_per_node, prof.processes_per_node, prof.max_requeues) >= 0,
+               "gpus_per_node/processes_per_node/max_requeues", "need >= 0"),
+              (prof.cpus_per_task >= 1, "cpus_per_task", "need >= 1"), (prof.mem_gb >= 0, "mem_gb", "need >= 0"),
+              (0 <= prof.signal_delay_s < prof.time_min * 60, "signal_delay_s", "need 0 <= delay < time_min*60")]
+    for ok, key, why in checks:
+        if not ok:
+            raise ConfigError(f"profile {path}: {key}: {why}")
+    return prof
+
+
+def sbatch_parameters(prof: Profile, name: str, dependency: str | None) -> dict:
+    """Submitit's SlurmExecutor parameters of one stage job."""
+    optional = {"partition": prof.partition, "account": prof.account, "qos": prof.qos,
+                "constraint": prof.constraint, "gpus_per_node": prof.gpus_per_node,
+                "mem": f"{prof.mem_gb:g}G" if prof.mem_gb else None, "dependency": dependency}
+    extra = dict(opt.partition("=")[::2] for opt in prof.sbatch)
+    # afterok on a failed stage can never be satisfied: cancel the dependants instead of
+    # leaving them pending forever
+    extra.setdefault("kill-on-invalid-dep", "yes")
+    # this checkout's code on the nodes, also where sbatch does not export the environment
+    setup = [f"export PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    return {"job_name": name, "nodes": prof.nodes, "ntasks_per_node": 1, "cpus_per_task": prof.cpus_per_task,
+            "time": prof.time_min, "signal_delay_s": prof.signal_delay_s, "setup": setup,
+            "additional_parameters": {k: v or True for k, v in extra.items()},
+            **{k: v for k, v in optional.items() if v}}
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """This node's place in the job, from the SLURM environment."""
+
+    nodes: int
+    node_rank: int
+    main_host: str
+    port: int
+
+    @classmethod
+    def from_slurm(cls, env: dict | None = None) -> "Rendezvous":
+        env = os.environ if env is None else env
+        hosts = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], check=True,
+                               capture_output=True, text=True).stdout.split()
+        # one fixed port per job id: every node computes the same, concurrent jobs differ
+        return cls(int(env["SLURM_NNODES"]), int(env["SLURM_NODEID"]), hosts[0],
+                   20000 + int(env["SLURM_JOB_ID"]) % 20000)
+
+
+def accelerate_command(prof: Profile, where: Rendezvous, train_args: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *prof.accelerate_args,
+           "--num_machines", str(where.nodes), "--machine_rank", str(where.node_rank),
+           "--num_processes", str(where.nodes * prof.per_node),
+           "--main_process_ip", where.main_host, "--main_process_port", str(where.port)]
+    if prof.gpus_per_node and where.nodes * prof.per_node > 1 and "--config_file" not in prof.accelerate_args:
+        cmd.append("--multi_gpu")
+    return [*cmd, str(ROOT / "launch" / "train.py"), *train_args]
+
+
+def stage_complete(run_dir: Path, k: int) -> bool:
+    """Stage 0 (teacher + smoothing) ends with reference.pt, an INR stage with COMPLETE."""
+    return (run_dir / ("teacher/reference.pt" if k == 0 else f"stage_{k}/COMPLETE")).is_file()
+
+
+def stage_input(run_dir: Path, k: int) -> Path:
+    """What stage k starts from: the smoothed teacher for stage 1, stage k−1's result after."""
+    return run_dir / "teacher" / "reference.pt" if k == 1 else run_dir / f"stage_{k - 1}" / "final.pt"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def _shield() -> None:
+    """In `accelerate launch`: SLURM signals every process, and Accelerate's single-process
+    launcher would die on them, orphaning the training process while it checkpoints. Ignored
+    here (inherited through exec); the training process installs its own handlers, and
+    torchrun's multi-process agent its own for SIGTERM (it forwards it to the workers)."""
+    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(s, signal.SIG_IGN)
+
+
+@dataclass
+class StageJob(submitit.helpers.Checkpointable):
+    """One stage on this node: `accelerate launch launch/train.py --config C --stage k`."""
+
+    profile: Profile
+    config: str
+    stage: int
+    overrides: list[str]
+    run_dir: str
+
+    def __call__(self) -> dict:
+        run_dir = Path(self.run_dir)
+        where = Rendezvous.from_slurm()
+        if self.stage > 0 and where.node_rank == 0:  # provenance: the hand-off, by content
+            src = stage_input(run_dir, self.stage)
+            print(f"stage {self.stage} starts from {src} sha256:{digest(src)}", flush=True)
+        cmd = accelerate_command(self.profile, where, ["--config", self.config, "--stage", str(self.stage),
+                                                       *self.overrides])
+        print("running", " ".join(cmd), flush=True)
+        proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_shield)
+        try:
+            status = proc.wait()
+        finally:  # Submitit exits on the requeue signal: first let the stage write its checkpoint
+            proc.wait()
+        if not stage_complete(run_dir, self.stage):
+            raise StageFailed(f"stage {self.stage} ended with status {status} before it was complete "
+                              f"(its error is in this job's log)")
+        return {"stage": self.stage, "node_rank": where.node_rank}
+
