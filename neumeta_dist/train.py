@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stage", type=int, default=None,
                    help="run only this stage (0 = teacher + smoothing); default: every remaining stage")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # `--stage k` may follow the overrides
     try:
         run(load_config(args.config, args.overrides), args.stage)
     except (StageError, ckpt.CheckpointError, ConfigError, DataError, parallel.ParallelError) as e:
