@@ -34,6 +34,7 @@ from .inr_init import initialise_stage, reconstruction_error, reconstruction_war
 from .losses import step_losses
 from .metamorphic import MetamorphicNet
 from .models.resnet import ResNetFamily, Teacher
+from .parallel import generation_strategy
 from .recipe import Stage, generated_layers, plan
 from .runtime import Logger, make_accelerator, seed_everything, set_threads
 from .teacher import build_reference, family_from_config, train_teacher
@@ -71,8 +72,10 @@ def step_rng(cfg: Config, step: int, micro: int, rank: int) -> tuple[float, torc
 
     Micro-batch 0 is the widest network; with `train.sandwich` micro-batch 1 is the narrowest
     (the sandwich rule of slimmable networks: the extremes bound every width in between);
-    the rest are uniform in the training range.
+    the rest are uniform in the training range. Coordinate-parallel generation needs every
+    rank to generate the same network, so there the rank does not enter (as rank 0's).
     """
+    rank = 0 if cfg.train.generation == "coordinate_parallel" else rank
     key = f"{cfg.train.seed}/{step}/{micro}/{rank}"
     if micro == 0:
         fraction = cfg.meta.max_width
@@ -122,6 +125,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
                         num_workers=cfg.data.num_workers)
     net, opt, loader = accelerator.prepare(model, opt, loader)
     model = accelerator.unwrap_model(net)
+    model.generation = generation_strategy(tc.generation)
     total = steps_per_stage(cfg, len(splits.train))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
     ema = EMA(model, tc.ema_decay)
