@@ -37,9 +37,17 @@ Generation = Callable[[torch.nn.Module, torch.Tensor, Segments, Columns], list[t
 MODES = ("replicated", "coordinate_parallel")
 
 
-def replicated(inr, coords: torch.Tensor, segments: Segments, cols: Columns) -> list[torch.Tensor]:
+class Replicated:
     """The whole table on this rank."""
-    return inr(coords, segments, cols)
+
+    def __call__(self, inr, coords: torch.Tensor, segments: Segments, cols: Columns) -> list[torch.Tensor]:
+        return inr(coords, segments, cols)
+
+    def __str__(self) -> str:
+        return "replicated (every rank runs the INR on every row)"
+
+
+replicated = Replicated()
 
 
 def row_ranges(n: int, world: int) -> list[tuple[int, int]]:
@@ -69,6 +77,9 @@ class CoordinateParallel:
     group: dist.ProcessGroup
     rank: int
     world: int
+
+    def __str__(self) -> str:
+        return f"coordinate-parallel (each of {self.world} ranks runs the INR on 1/{self.world} of the rows)"
 
     def __call__(self, inr, coords: torch.Tensor, segments: Segments, cols: Columns) -> list[torch.Tensor]:
         cols = list(cols) if cols else [None] * len(segments)

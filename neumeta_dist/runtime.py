@@ -19,11 +19,14 @@ def make_accelerator(seed: int = 0):
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs
 
-    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if multi and not torch.cuda.is_available() else []
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if multi_cpu else []
+    # Several CPU processes (`accelerate launch --multi_gpu`, torchrun) are only MULTI_CPU, so
+    # that `prepare` wraps the model in DDP, when `cpu=True`; DeepSpeed takes its own path.
+    cpu = multi_cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true"
     # A seedable sampler makes the data order a function of (seed, epoch): resuming needs
     # no sampler state, only the number of batches already consumed.
-    return Accelerator(kwargs_handlers=handlers, dataloader_config=DataLoaderConfiguration(
+    return Accelerator(cpu=cpu, kwargs_handlers=handlers, dataloader_config=DataLoaderConfiguration(
         use_seedable_sampler=True, data_seed=seed))
 
 

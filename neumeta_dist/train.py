@@ -126,6 +126,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     net, opt, loader = accelerator.prepare(model, opt, loader)
     model = accelerator.unwrap_model(net)
     model.generation = generation_strategy(tc.generation)
+    log.print(f"{sdir.name}: weight generation {model.generation}")
     total = steps_per_stage(cfg, len(splits.train))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
     ema = EMA(model, tc.ema_decay)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from neumeta_dist.models.resnet import build_family
 from neumeta_dist.parallel import CoordinateParallel, generation_strategy, replicated, row_ranges, slice_segments
 
 from conftest import make_net
+from test_pipeline import BIN, ROOT, TINY, _env
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -160,3 +162,22 @@ def test_generation_mode_is_validated_at_load():
     assert load_config(None, ["train.generation=coordinate_parallel"]).train.generation == "coordinate_parallel"
     with pytest.raises(ConfigError, match="train.generation='sharded' is not allowed.*coordinate_parallel"):
         load_config(None, ["train.generation=sharded"])
+
+
+def test_two_process_training_with_coordinate_parallel_generation_lowers_the_loss(tmp_path):
+    """The whole plan in one stage under `accelerate launch` on 2 gloo processes (DDP), each
+    rank generating half the rows of every micro-batch's network."""
+    cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "launch/train.py"),
+           "--config", str(ROOT / "configs/demo.yaml"), *TINY, "smoothing.enabled=false",
+           "recipe.incremental=false", "recipe.warmup_steps=50", "train.generation=coordinate_parallel",
+           f"run_dir={tmp_path}"]  # --multi_gpu: accelerate's torchrun launcher, on CPU too
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert out.returncode == 0, f"training failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    assert "stage_1: weight generation coordinate-parallel (each of 2 ranks" in out.stdout + out.stderr
+    assert (tmp_path / "stage_1" / "COMPLETE").is_file() and (tmp_path / "results.json").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ea = EventAccumulator(str(tmp_path / "tb" / "stage_1"))
+    ea.Reload()
+    ce = [e.value for e in ea.Scalars("loss/ce")]
+    assert len(ce) >= 5 and sum(ce[-2:]) / 2 < sum(ce[:2]) / 2
