@@ -51,7 +51,10 @@ replicated = Replicated()
 
 
 def row_ranges(n: int, world: int) -> list[tuple[int, int]]:
-    """`world` contiguous ranges tiling [0, n), sizes differing by at most one."""
+    """`world` contiguous, non-empty ranges tiling [0, n), sizes differing by at most one."""
+    if n < world:
+        raise ValueError(f"coordinate-parallel generation: {n} rows cannot be cut into {world} non-empty "
+                         f"ranges; use train.generation=replicated")
     return [(r * n // world, (r + 1) * n // world) for r in range(world)]
 
 
@@ -83,10 +86,8 @@ class CoordinateParallel:
 
     def __call__(self, inr, coords: torch.Tensor, segments: Segments, cols: Columns) -> list[torch.Tensor]:
         cols = list(cols) if cols else [None] * len(segments)
+        self._check_same_table(coords)
         ranges = row_ranges(coords.shape[0], self.world)
-        if any(lo == hi for lo, hi in ranges):
-            raise ValueError(f"coordinate-parallel generation: {coords.shape[0]} rows cannot be cut "
-                             f"into {self.world} non-empty ranges; use train.generation=replicated")
         lo, hi = ranges[self.rank]
         local, local_cols = slice_segments(segments, cols, lo, hi)
         outs = inr(coords[lo:hi], local, local_cols)
@@ -95,6 +96,20 @@ class CoordinateParallel:
         # The ranks' pieces concatenate to the row-major outputs of the whole table, in order.
         sizes = [(e - s, inr.out_dim if c is None else len(c)) for (_, s, e), c in zip(segments, cols)]
         return [piece.view(shape) for piece, shape in zip(flat.split([r * c for r, c in sizes]), sizes)]
+
+
+    def _check_same_table(self, coords: torch.Tensor) -> None:
+        """Every rank must cut the same table: a width or noise that differs across ranks
+        would otherwise hang the all-gather or silently mix networks."""
+        mine = torch.stack([torch.tensor(float(coords.shape[0]), dtype=torch.float64, device=coords.device),
+                            coords.detach().double().sum()])
+        every = mine.new_empty(self.world * 2)
+        dist.all_gather_single(every, mine, group=self.group)
+        every = every.view(self.world, 2)
+        if not torch.allclose(every, every[:1].expand_as(every), rtol=1e-9, atol=0):
+            raise ValueError(f"coordinate-parallel generation: ranks generate different tables (rows, coordinate "
+                             f"sum per rank: {every.tolist()}); every rank must generate the same width and "
+                             f"noise (train.step_rng does, from (seed, step, micro-batch))")
 
 
 def generation_strategy(mode: str) -> Generation:

@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from neumeta_dist.config import ConfigError, LossConfig, load_config
 from neumeta_dist.losses import step_losses
 from neumeta_dist.models.resnet import build_family
-from neumeta_dist.parallel import CoordinateParallel, generation_strategy, replicated, row_ranges, slice_segments
+from neumeta_dist.parallel import generation_strategy, replicated, row_ranges, slice_segments
 
 from conftest import make_net
 from test_pipeline import BIN, ROOT, TINY, _env
@@ -89,6 +89,11 @@ def _worker(rank: int, port: int, out: str) -> None:
             result["weights"] = _generations(net)
         _step(torch.nn.parallel.DistributedDataParallel(net), xr, yr)
         result[mode] = _inr_grads(net)
+    try:  # ranks that disagree on the width
+        net.generation = generation_strategy("coordinate_parallel")
+        net.generate(1.0 if rank == 0 else 0.5)
+    except ValueError as e:
+        result["mismatch"] = str(e)
     torch.save(result, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -129,6 +134,11 @@ def test_inr_gradients_equal_single_process_gradients_on_the_global_batch(ranks)
                 torch.testing.assert_close(r[mode][name], want, rtol=1e-4, atol=1e-6, msg=f"{mode} {name}")
 
 
+def test_ranks_generating_different_widths_get_an_error_not_a_hang(ranks):
+    for r in ranks:
+        assert "ranks generate different tables" in r.get("mismatch", "no error")
+
+
 def test_row_ranges_tile_the_table_in_balanced_contiguous_pieces():
     for n, world in [(10, 2), (11, 2), (7, 3), (5, 5)]:
         ranges = row_ranges(n, world)
@@ -151,11 +161,9 @@ def test_coordinate_parallel_in_one_process_is_replicated_generation():
     assert generation_strategy("replicated") is replicated
 
 
-def test_a_table_with_fewer_rows_than_ranks_is_an_error_naming_the_key(tiny_resnet20):
-    net = make_net(tiny_resnet20, "all")
-    strategy = CoordinateParallel(group=None, rank=0, world=10 ** 6)
-    with pytest.raises(ValueError, match="train.generation=replicated"):
-        strategy(net.inr, torch.zeros(5, 6), [(0, 0, 5)], [None])
+def test_a_table_with_fewer_rows_than_ranks_is_an_error_naming_the_key():
+    with pytest.raises(ValueError, match="3 rows cannot be cut into 4 .*train.generation=replicated"):
+        row_ranges(3, 4)
 
 
 def test_generation_mode_is_validated_at_load():
