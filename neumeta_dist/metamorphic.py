@@ -26,8 +26,8 @@ import torch.nn as nn
 from .config import INRConfig
 from .coords import CoordTable, build_table, centre_columns, normalise, split_output
 from .inr import INR
-from .parallel import Generation, replicated
 from .models.resnet import Layer, ResNetFamily, apply_layer, parameter_count
+from .parallel import Generation, replicated
 from .recipe import metamorphic_groups
 
 

@@ -97,7 +97,6 @@ class CoordinateParallel:
         sizes = [(e - s, inr.out_dim if c is None else len(c)) for (_, s, e), c in zip(segments, cols)]
         return [piece.view(shape) for piece, shape in zip(flat.split([r * c for r, c in sizes]), sizes)]
 
-
     def _check_same_table(self, coords: torch.Tensor) -> None:
         """Every rank must cut the same table: a width or noise that differs across ranks
         would otherwise hang the all-gather or silently mix networks."""
