@@ -7,9 +7,10 @@ The generation step is what every rank does for the INR in one training micro-ba
 width: generate every tensor of the network (one INR call, `MetamorphicNet.generate`), a loss
 on all of them, the backward into the INR (in coordinate-parallel mode this includes the
 all-gather of the weights and the reduce-scatter of their gradients), then the all-reduce of
-the INR's gradients that DDP adds in both modes (timed apart: `sync`). A repeat's time is the
-slowest rank's; modes alternate within each repeat so both see the same machine load. The
-speed-up is replicated / coordinate-parallel at the same number of processes.
+the INR's gradients that DDP adds in both modes (`step_ms` includes it). Every timed step
+starts from a barrier; a repeat's time is the slowest rank's; modes alternate within each
+repeat so both see the same machine load. The speed-up is replicated / coordinate-parallel at
+the same number of processes.
 
 CPU: gloo, `--threads` intra-op threads per process. CUDA (one GPU per process): NCCL. Writes
 `generation_parallel.json` to `--out` and prints a markdown table.
@@ -22,8 +23,10 @@ import os
 import platform
 import socket
 import statistics
+import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -48,18 +51,19 @@ def build(case: str, device: torch.device) -> MetamorphicNet:
 
 
 def timed_step(net: MetamorphicNet, device: torch.device) -> tuple[float, float]:
-    """(generation fwd+bwd, INR gradient all-reduce) seconds on this rank."""
+    """(generation fwd+bwd, + INR gradient all-reduce) seconds on this rank, from a barrier."""
+    dist.barrier()
     _sync(device)
     t0 = time.perf_counter()
     generated = net.generate(1.0)
     sum(w.square().sum() for w in generated.values()).backward()
     _sync(device)
-    t1 = time.perf_counter()
+    gen = time.perf_counter() - t0
     grads = torch.cat([p.grad.flatten() for p in net.inr.parameters()])
     dist.all_reduce(grads)
     _sync(device)
     net.zero_grad(set_to_none=True)
-    return t1 - t0, time.perf_counter() - t1
+    return gen, time.perf_counter() - t0
 
 
 def _sync(device: torch.device) -> None:
@@ -67,21 +71,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def worker(rank: int, world: int, port: int, args, out: str) -> None:
+def worker(rank: int, world: int, port: int, cases: Sequence[str], repeats: int, threads: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{rank}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
     modes = {m: generation_strategy(m) for m in (MODES if world > 1 else MODES[:1])}
     rows = []
-    for case in args.cases.split(","):
+    for case in cases:
         net = build(case, device)
         table, _ = net.table(1.0)
         times = {m: [] for m in modes}
-        for repeat in range(args.repeats + 1):  # the first is a warm-up
+        for repeat in range(repeats + 1):  # the first is a warm-up
             for mode, strategy in modes.items():
                 net.generation = strategy
                 t = torch.tensor(timed_step(net, device), device=device)
@@ -89,24 +93,25 @@ def worker(rank: int, world: int, port: int, args, out: str) -> None:
                 if repeat:
                     times[mode].append(t.tolist())
         for mode, ts in times.items():
-            gen, sync = (statistics.median(x) * 1e3 for x in zip(*ts))
+            gen, step = (statistics.median(x) * 1e3 for x in zip(*ts))
             rows.append(dict(case=case, rows=len(table), tensors=len(table.entries), processes=world,
-                             mode=mode, gen_ms=gen, sync_ms=sync, step_ms=gen + sync, repeats=args.repeats))
+                             mode=mode, gen_ms=gen, step_ms=step, repeats=repeats))
         del net
     if rank == 0:
         Path(out).write_text(json.dumps(rows))
     dist.destroy_process_group()
 
 
-def run(world: int, args) -> list[dict]:
+def measure(processes: int, cases: Sequence[str], repeats: int = 3, threads: int = 1) -> list[dict]:
+    """Rows of `cases` ("family:inr") at `processes` spawned ranks: one per generation mode
+    (replicated only at 1 process). The entry point for benchmarks/scaling.py."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = Path(args.out) / f".rows_{world}.json"
-    mp.spawn(worker, args=(world, port, args, str(out)), nprocs=world)
-    rows = json.loads(out.read_text())
-    out.unlink()
-    return rows
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rows.json"
+        mp.spawn(worker, args=(processes, port, list(cases), repeats, threads, str(out)), nprocs=processes)
+        return json.loads(out.read_text())
 
 
 def speedups(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -119,11 +124,11 @@ def speedups(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| case | rows | processes | generation | gen fwd+bwd ms | + grad all-reduce ms | step ms |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| case | rows | processes | generation | generation fwd+bwd ms | + INR grad all-reduce ms |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['case']} | {r['rows']:,} | {r['processes']} | {r['mode']} | {r['gen_ms']:.1f} | "
-                     f"{r['sync_ms']:.1f} | {r['step_ms']:.1f} |")
+                     f"{r['step_ms']:.1f} |")
     return "\n".join(lines)
 
 
@@ -137,7 +142,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per process (CPU)")
     args = p.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    rows = run(1, args) + run(args.processes, args)
+    cases = args.cases.split(",")
+    rows = measure(1, cases, args.repeats, args.threads) + measure(args.processes, cases, args.repeats, args.threads)
     result = {"rows": rows, "speedup": speedups(rows), "threads": args.threads,
               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
               "cpus": os.cpu_count(), "load_avg": os.getloadavg(), "torch": torch.__version__}
