@@ -166,6 +166,13 @@ def test_a_table_with_fewer_rows_than_ranks_is_an_error_naming_the_key():
         row_ranges(3, 4)
 
 
+def test_coordinate_parallel_under_deepspeed_is_refused_with_the_fix(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ConfigError, match="not supported under DeepSpeed.*train.generation=replicated"):
+        generation_strategy("coordinate_parallel")
+    assert generation_strategy("replicated") is replicated
+
+
 def test_generation_mode_is_validated_at_load():
     assert load_config(None, ["train.generation=coordinate_parallel"]).train.generation == "coordinate_parallel"
     with pytest.raises(ConfigError, match="train.generation='sharded' is not allowed.*coordinate_parallel"):
