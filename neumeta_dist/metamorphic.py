@@ -27,6 +27,7 @@ from .config import INRConfig
 from .coords import CoordTable, build_table, centre_columns, normalise, split_output
 from .inr import INR
 from .models.resnet import Layer, ResNetFamily, apply_layer, parameter_count
+from .generation import Generation, replicated
 from .recipe import metamorphic_groups
 
 
@@ -61,6 +62,8 @@ class MetamorphicNet(nn.Module):
             for n in family.fc.tensor_names():
                 self.shared[_buf(n)] = nn.Parameter(self.reference(n).clone())
         self._tables: dict[tuple, tuple[CoordTable, list]] = {}
+        # How the INR call is spread over ranks (generation.py); training installs its strategy.
+        self.generation: Generation = replicated
         self.activate(planned)
 
     # --- what is generated ----------------------------------------------------------------
@@ -130,7 +133,7 @@ class MetamorphicNet(nn.Module):
         table, cols = self.table(fraction, layers)
         noise = self.coord_noise if noise is None else noise
         coords = normalise(table, noise if self.training else 0.0, generator)
-        return split_output(self.inr(coords, table.segments, cols), table)
+        return split_output(self.generation(self.inr, coords, table.segments, cols), table)
 
     def reference(self, name: str) -> torch.Tensor:
         return getattr(self, _buf(name))

@@ -34,6 +34,7 @@ from .inr_init import initialise_stage, reconstruction_error, reconstruction_war
 from .losses import step_losses
 from .metamorphic import MetamorphicNet
 from .models.resnet import ResNetFamily, Teacher
+from .generation import generation_strategy
 from .probe import Probe
 from .recipe import Stage, generated_layers, plan
 from .runtime import Logger, make_accelerator, seed_everything, set_threads
@@ -72,8 +73,10 @@ def step_rng(cfg: Config, step: int, micro: int, rank: int) -> tuple[float, torc
 
     Micro-batch 0 is the widest network; with `train.sandwich` micro-batch 1 is the narrowest
     (the sandwich rule of slimmable networks: the extremes bound every width in between);
-    the rest are uniform in the training range.
+    the rest are uniform in the training range. Coordinate-parallel generation needs every
+    rank to generate the same network, so there the rank does not enter (as rank 0's).
     """
+    rank = 0 if cfg.train.generation == "coordinate_parallel" else rank
     key = f"{cfg.train.seed}/{step}/{micro}/{rank}"
     if micro == 0:
         fraction = cfg.meta.max_width
@@ -114,6 +117,8 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     net, opt = accelerator.prepare(model, opt)
     model = accelerator.unwrap_model(net)
     parallel.register_external_parameters(accelerator, model)
+    model.generation = generation_strategy(tc.generation)
+    log.print(f"{sdir.name}: weight generation {model.generation}")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
     with parallel.gathered(accelerator, model):
         ema = EMA(model, tc.ema_decay)
