@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # How weights are generated → the config overrides that select it.
-GENERATION: dict[str, list[str]] = {"replicated": []}
+GENERATION: dict[str, list[str]] = {"replicated": [], "coordinate_parallel": ["train.generation=coordinate_parallel"]}
 
 
 def worker(args) -> None:
