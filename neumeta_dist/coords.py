@@ -90,10 +90,14 @@ def normalise(table: CoordTable, noise: float = 0.0, generator: torch.Generator 
 
     A bias row's in-size is 1, so its jittered in-position would be pure noise: bias rows
     keep their in-index (the `extent[:, 2] > 1` mask).
+
+    The noise is drawn on the generator's device and moved without waiting: a step seeded
+    by a CPU generator draws the same numbers on any device and never syncs the GPU.
     """
     index = table.index
     if noise > 0:
-        u = torch.rand(index.shape, generator=generator, device=index.device) - 0.5
+        device = generator.device if generator is not None else index.device
+        u = torch.rand(index.shape, generator=generator, device=device).to(index.device, non_blocking=True) - 0.5
         u[:, 0] = 0.0
         u[:, 2] *= (table.extent[:, 2] > 1)
         index = index + noise * u

@@ -6,14 +6,24 @@ a coordinate table, whatever heads they belong to, and so that one head can be c
 another (the recipe's INR initialisation) by indexing.
 
 Rows of a table are contiguous per head (`segments`), so each layer is a *segment matmul*:
-row block s:e times its head's matrix. On CPU that is a short loop of plain matmuls over
-contiguous slices (no masks, no scatter); a grouped-GEMM kernel can replace `segment_mm`
-without touching anything else.
+row block s:e times its head's matrix. Two kernels compute it (`INR.matmul`):
+- `loop`: one addmm per segment over contiguous slices (no masks, no scatter). The CPU
+  default: a CPU core is busy either way, and 40-odd launches cost nothing there.
+- `grouped`: one `grouped_mm` per layer over all segments (CUTLASS grouped GEMM on Hopper,
+  a C++ loop elsewhere). On a GPU the loop is launch-bound — each layer of a ResNet-20 INR
+  would be 44 tiny GEMMs — so `auto` takes it on CUDA under bf16 autocast whenever the
+  widths meet the kernel's 16-byte alignment. Numerics follow the loop's dtype flow under
+  autocast exactly (bf16 GEMMs, fp32 residual stream), so the two differ only by rounding.
+Everything `forward` needs about the segments (heads, offsets, per-row head) is built once
+per segment list on the device (`SegmentPlan`): a step uploads nothing and reads nothing
+back, so it never waits on the GPU.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -47,12 +57,58 @@ def segment_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     return torch.cat([torch.addmm(bs[h], x[s:e], ws[h]) for h, s, e in segments])
 
 
+MATMULS = ("auto", "loop", "grouped")
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """A segment list as device tensors: built once per list, reused by every call."""
+
+    heads: torch.Tensor  # (S,) int64: head of each segment
+    offsets: torch.Tensor  # (S,) int32: end row of each segment (grouped_mm's `offs`)
+    row_head: torch.Tensor  # (N,) int64: head of each row
+
+    @classmethod
+    def build(cls, segments: Sequence[tuple[int, int, int]], device) -> "SegmentPlan":
+        if any(s != e0 for (_, s, _), (_, _, e0) in zip(segments[1:], segments)) or segments[0][1] != 0:
+            raise ValueError("segments must tile the rows in order, starting at row 0")
+        heads = torch.tensor([h for h, _, _ in segments])
+        counts = torch.tensor([e - s for _, s, e in segments])
+        return cls(heads.to(device), torch.cumsum(counts, 0).to(torch.int32).to(device),
+                   torch.repeat_interleave(heads, counts).to(device))
+
+
+def grouped_segment_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       plan: SegmentPlan) -> torch.Tensor:
+    """`segment_mm` as one grouped GEMM in x's dtype (the caller casts, as autocast would)."""
+    w = weight.index_select(0, plan.heads).to(x.dtype)
+    return F.grouped_mm(x, w, offs=plan.offsets) + bias[plan.row_head].to(x.dtype)
+
+
+def grouped_trunk(coords: torch.Tensor, plan: SegmentPlan, num_freqs: int, activation: str,
+                  dtype: torch.dtype, w_in, b_in, w_hid, b_hid, res_scale, w_out, b_out) -> torch.Tensor:
+    """Every layer of the INR with grouped GEMMs: (N, out_dim rounded up to 8) outputs.
+
+    A pure function of tensors (no module state, no segment list) so that `torch.compile`
+    with dynamic shapes traces it once for every width and fuses each layer's bias,
+    activation and residual into one pass over the rows. The output layer's columns are
+    zero-padded to a multiple of 8: the GEMM's operands need 16-byte aligned strides.
+    """
+    act = ACTIVATIONS[activation]
+    h = act(grouped_segment_mm(fourier_features(coords, num_freqs).to(dtype), w_in, b_in, plan))
+    for layer, (w, b) in enumerate(zip(w_hid, b_hid)):
+        scale = res_scale[layer, plan.row_head][:, None]
+        h = h + scale * act(grouped_segment_mm(h.to(dtype), w, b, plan))
+    pad = -w_out.shape[-1] % 8
+    return grouped_segment_mm(h.to(dtype), F.pad(w_out, (0, pad)), F.pad(b_out, (0, pad)), plan)
+
+
 class INR(nn.Module):
     def __init__(self, num_heads: int, out_dim: int, hidden: int = 256, layers: int = 4,
                  num_freqs: int = 16, activation: str = "relu", residual_scale: float = 0.1,
                  coord_dim: int = 6):
         super().__init__()
-        self.num_freqs, self.out_dim = num_freqs, out_dim
+        self.num_freqs, self.out_dim, self.activation = num_freqs, out_dim, activation
         self.act = ACTIVATIONS[activation]
         in_dim = coord_dim * 2 * num_freqs
         self.w_in, self.b_in = _stacked(num_heads, in_dim, hidden)
@@ -62,28 +118,61 @@ class INR(nn.Module):
         self.res_scale = nn.Parameter(torch.full((layers, num_heads), residual_scale))
         self.residual_scale = residual_scale
         self.w_out, self.b_out = _stacked(num_heads, hidden, out_dim)
+        self.matmul, self.compiled = "auto", False
+        self._plans: dict[tuple, SegmentPlan] = {}
 
     @property
     def num_heads(self) -> int:
         return self.w_in.shape[0]
+
+    def set_execution(self, matmul: str = "auto", compile: bool = False) -> "INR":
+        """How `forward` computes (never what): the segment-matmul kernel, and whether the
+        grouped trunk runs under `torch.compile`."""
+        if matmul not in MATMULS:
+            raise ValueError(f"INR matmul {matmul!r} is not one of {', '.join(MATMULS)}")
+        self.matmul, self.compiled = matmul, compile
+        return self
+
+    def plan(self, segments: Sequence[tuple[int, int, int]], device) -> SegmentPlan:
+        key = (tuple(segments), str(device))
+        if key not in self._plans:
+            self._plans[key] = SegmentPlan.build(list(segments), device)
+        return self._plans[key]
+
+    def kernel(self, device: torch.device) -> str:
+        """The segment-matmul kernel `forward` uses on `device` under the current autocast."""
+        if self.matmul != "auto":
+            return self.matmul
+        bf16 = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.bfloat16
+        aligned = self.w_in.shape[1] % 8 == 0 and self.w_in.shape[2] % 8 == 0
+        return "grouped" if device.type == "cuda" and bf16 and aligned else "loop"
 
     def forward(self, coords: torch.Tensor, segments: Sequence[tuple[int, int, int]],
                 out_cols: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
         """Per-segment outputs; `out_cols[i]` restricts segment i to some output columns.
 
         A 1×1 conv or a bias needs one of the K·K outputs: computing only that column keeps
-        a ResNet-50's many 1×1 convs from paying for 3×3 (or 7×7) kernels.
+        a ResNet-50's many 1×1 convs from paying for 3×3 (or 7×7) kernels (the grouped
+        kernel computes all columns and selects: one GEMM cannot vary its width by group).
         """
-        row_head = torch.repeat_interleave(
-            torch.tensor([hd for hd, _, _ in segments], device=coords.device),
-            torch.tensor([e - s for _, s, e in segments], device=coords.device))
+        plan = self.plan(segments, coords.device)
+        cols = out_cols or [None] * len(segments)
+        if self.kernel(coords.device) == "grouped":
+            out = self._grouped(coords, plan)
+            return [out[s:e, :self.out_dim] if c is None else out[s:e, c] for (_, s, e), c in zip(segments, cols)]
         h = self.act(segment_mm(fourier_features(coords, self.num_freqs), self.w_in, self.b_in, segments))
         for layer, (w, b) in enumerate(zip(self.w_hid, self.b_hid)):
-            scale = self.res_scale[layer, row_head][:, None]
+            scale = self.res_scale[layer, plan.row_head][:, None]
             h = h + scale * self.act(segment_mm(h, w, b, segments))
-        cols = out_cols or [None] * len(segments)
         w_out, b_out = self.w_out.unbind(0), self.b_out.unbind(0)
         return [_head_out(h[s:e], w_out[hd], b_out[hd], c) for (hd, s, e), c in zip(segments, cols)]
+
+    def _grouped(self, coords: torch.Tensor, plan: SegmentPlan) -> torch.Tensor:
+        device = coords.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else coords.dtype
+        trunk = _compiled_trunk() if self.compiled else grouped_trunk
+        return trunk(coords, plan, self.num_freqs, self.activation, dtype, self.w_in, self.b_in,
+                     tuple(self.w_hid), tuple(self.b_hid), self.res_scale, self.w_out, self.b_out)
 
     def subset(self, heads: Sequence[int]) -> "INR":
         """A new INR holding copies of `heads` only (head i of it = heads[i] of this one)."""
@@ -115,6 +204,13 @@ class INR(nn.Module):
         for w, b in [(self.w_in, self.b_in), *zip(self.w_hid, self.b_hid), (self.w_out, self.b_out)]:
             _init_(w[head], b[head], generator)
         self.res_scale[:, head] = self.residual_scale
+
+
+@functools.cache
+def _compiled_trunk():
+    """`grouped_trunk` under `torch.compile` (dynamic shapes: one graph serves every width),
+    made on first use so that importing this module never loads the compiler."""
+    return torch.compile(grouped_trunk, dynamic=True)
 
 
 def _head_out(x, w, b, cols):
