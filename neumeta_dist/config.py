@@ -129,6 +129,10 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 0  # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = 2
+    # How the step executes (execution.py); none of these changes what is computed beyond rounding.
+    precision: str = choice("fp32", "bf16")  # bf16: autocast; Fourier features and the residual stream stay fp32
+    compile: bool = False  # torch.compile of the INR trunk and the functional student (dynamic shapes)
+    channels_last: bool = False  # NHWC images and teacher: the tensor cores' native conv layout
 
 
 @dataclass

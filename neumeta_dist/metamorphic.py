@@ -18,6 +18,7 @@ when the classifier is not generated, a trainable copy of the teacher's classifi
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Mapping
 
 import torch
@@ -59,7 +60,15 @@ class MetamorphicNet(nn.Module):
             for n in family.fc.tensor_names():
                 self.shared[_buf(n)] = nn.Parameter(self.reference(n).clone())
         self._tables: dict[tuple, tuple[CoordTable, list]] = {}
+        self.compile_student = False
         self.activate(planned)
+
+    def set_execution(self, matmul: str = "auto", compile: bool = False) -> "MetamorphicNet":
+        """How generation and the student run (never what they compute): the INR's segment
+        matmul kernel, and `torch.compile` of the INR trunk and of the functional student."""
+        self.inr.set_execution(matmul, compile)
+        self.compile_student = compile
+        return self
 
     # --- what is generated ----------------------------------------------------------------
     def activate(self, layers: tuple[Layer, ...]) -> None:
@@ -157,10 +166,21 @@ class MetamorphicNet(nn.Module):
         Pass `weights` to run a network generated earlier (evaluation, merged samples).
         """
         generated = self.generate(fraction, noise, generator) if weights is None else weights
-        full, alphas = self.weights(generated), self.alphas()
-        logits = self.family.forward(x, lambda spec, h: apply_layer(spec, h, full),
-                                     lambda b: alphas.get(b.name, 1.0))
-        return logits, generated
+        student = _compiled_student() if self.compile_student else student_forward
+        full = self.weights(generated)
+        return student(self.family, x, {n: full[n] for n in self.reference_names()}, self.alphas()), generated
+
+
+def student_forward(family, x: torch.Tensor, weights: dict[str, torch.Tensor],
+                    alphas: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The width-w network on `weights` (every tensor), SkipInit scales `alphas` (absent: 1)."""
+    return family.forward(x, lambda spec, h: apply_layer(spec, h, weights), lambda b: alphas.get(b.name, 1.0))
+
+
+@functools.cache
+def _compiled_student():
+    """`student_forward` under `torch.compile`, dynamic shapes: one graph for every width."""
+    return torch.compile(student_forward, dynamic=True)
 
 
 class _Weights(Mapping):
