@@ -75,8 +75,8 @@ class OursStep:
                 logits, generated = self.net(x, fraction, generator=self.gen)
                 with torch.no_grad():
                     t_logits = self.teacher(x)
-                terms = step_losses(LOSS, logits.float(), y, generated, self.net.reference, fraction == 1.0,
-                                    t_logits.float())
+            terms = step_losses(LOSS, logits.float(), y, generated, self.net.reference, fraction == 1.0,
+                                t_logits.float())
             (terms["total"] / len(batches)).backward()
 
 

@@ -29,6 +29,7 @@ from .config import Config, ConfigError, load_config, save_config
 from .data import DataError
 from .data import Splits, load_splits
 from .ema import EMA
+from .execution import Execution
 from .evaluate import accuracy, network_at, results_table, sweep, write_results
 from .inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
 from .losses import step_losses
@@ -117,7 +118,8 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
                  sdir.name)
     if not resumed:
         _initialise(cfg, model, stage, log)
-    opt = torch.optim.AdamW(_param_groups(cfg, model))
+    ex = Execution.from_config(tc)
+    opt = torch.optim.AdamW(_param_groups(cfg, model), **ex.optimizer_kwargs(accelerator.device))
     loader = DataLoader(splits.train, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                         num_workers=cfg.data.num_workers)
     net, opt, loader = accelerator.prepare(model, opt, loader)
@@ -127,6 +129,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     ema = EMA(model, tc.ema_decay)
     if teacher is not None:
         teacher = teacher.to(accelerator.device).eval().requires_grad_(False)
+    ex.prepare(model, teacher)
 
     start = _resume(accelerator, sdir, sched, ema, cfg)
     log.progress(start)
@@ -136,24 +139,28 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
         net.train()
         for micro in range(micro_batches):
             x, y = next(data)
+            x = ex.batch(x)
             fraction, gen = step_rng(cfg, step, micro, rank)
             with accelerator.accumulate(net):
-                logits, generated = net(x, fraction, generator=gen)
-                t_logits = teacher(x) if (teacher is not None and cfg.loss.kd > 0) else None
-                terms = step_losses(cfg.loss, logits, y, generated, model.reference, fraction == 1.0, t_logits)
+                with ex.autocast(accelerator.device):
+                    logits, generated = net(x, fraction, generator=gen)
+                    t_logits = teacher(x) if (teacher is not None and cfg.loss.kd > 0) else None
+                terms = step_losses(cfg.loss, logits.float(), y, generated, model.reference, fraction == 1.0,
+                                    None if t_logits is None else t_logits.float())
                 accelerator.backward(terms["total"])
                 if accelerator.sync_gradients and tc.grad_clip > 0:
                     _clip(accelerator, net, tc)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             log.count(len(x) * accelerator.num_processes)
-            if micro == 0:
-                full_terms = {f"loss/{n}": v.item() for n, v in terms.items()}
+            if micro == 0:  # kept on the device: reading them back here would sync every step
+                full_terms = {f"loss/{n}": v.detach() for n, v in terms.items()}
         sched.step()
         ema.update(model)
         done = step + 1
         if done % tc.log_every == 0 or done == total:
             ips = log.throughput()
+            full_terms = {n: v.item() for n, v in full_terms.items()}
             alphas = {f"alpha/{b}": a.item() for b, a in model.alphas().items()}
             log.scalars(done, {**full_terms, **alphas, "lr": sched.get_last_lr()[0], "images_per_s": ips})
             log.progress(done, loss=full_terms["loss/total"], img_s=ips)
