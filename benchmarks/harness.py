@@ -5,6 +5,7 @@ Imports only torch and the standard library (the GPU image has no DeepSpeed/WebD
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import platform
 import statistics
@@ -94,6 +95,7 @@ def write_json(out: str | Path, name: str, payload: dict) -> Path:
 
 
 def free(device: torch.device) -> None:
+    gc.collect()  # a finished variant's optimiser/EMA may sit in reference cycles
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

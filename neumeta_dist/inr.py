@@ -67,6 +67,7 @@ class SegmentPlan:
     heads: torch.Tensor  # (S,) int64: head of each segment
     offsets: torch.Tensor  # (S,) int32: end row of each segment (grouped_mm's `offs`)
     row_head: torch.Tensor  # (N,) int64: head of each row
+    unit: torch.Tensor  # (N, 8) float32: a column of ones, then zeros (the bias input, aligned)
 
     @classmethod
     def build(cls, segments: Sequence[tuple[int, int, int]], device) -> "SegmentPlan":
@@ -74,15 +75,25 @@ class SegmentPlan:
             raise ValueError("segments must tile the rows in order, starting at row 0")
         heads = torch.tensor([h for h, _, _ in segments])
         counts = torch.tensor([e - s for _, s, e in segments])
+        unit = torch.zeros(int(counts.sum()), 8)
+        unit[:, 0] = 1.0
         return cls(heads.to(device), torch.cumsum(counts, 0).to(torch.int32).to(device),
-                   torch.repeat_interleave(heads, counts).to(device))
+                   torch.repeat_interleave(heads, counts).to(device), unit.to(device))
 
 
 def grouped_segment_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                        plan: SegmentPlan) -> torch.Tensor:
-    """`segment_mm` as one grouped GEMM in x's dtype (the caller casts, as autocast would)."""
-    w = weight.index_select(0, plan.heads).to(x.dtype)
-    return F.grouped_mm(x, w, offs=plan.offsets) + bias[plan.row_head].to(x.dtype)
+    """`segment_mm` as one grouped GEMM in x's dtype (the caller casts, as autocast would).
+
+    The bias rides in the GEMM as one more input column of ones (`plan.unit`, 8 wide for the
+    kernel's 16-byte alignment): its gradient then falls out of the weight-gradient GEMM,
+    where a per-row gather `bias[row_head]` would backpropagate as a scatter-add of every
+    row onto a few dozen heads (tens of thousands of colliding adds per address).
+    """
+    w = weight.index_select(0, plan.heads)
+    b = bias.index_select(0, plan.heads)[:, None, :]
+    w = torch.cat([w, b, b.new_zeros(b.shape[0], 7, b.shape[2])], dim=1).to(x.dtype)
+    return F.grouped_mm(torch.cat([x, plan.unit.to(x.dtype)], dim=1), w, offs=plan.offsets)
 
 
 def grouped_trunk(coords: torch.Tensor, plan: SegmentPlan, num_freqs: int, activation: str,
@@ -90,14 +101,15 @@ def grouped_trunk(coords: torch.Tensor, plan: SegmentPlan, num_freqs: int, activ
     """Every layer of the INR with grouped GEMMs: (N, out_dim rounded up to 8) outputs.
 
     A pure function of tensors (no module state, no segment list) so that `torch.compile`
-    with dynamic shapes traces it once for every width and fuses each layer's bias,
-    activation and residual into one pass over the rows. The output layer's columns are
-    zero-padded to a multiple of 8: the GEMM's operands need 16-byte aligned strides.
+    with dynamic shapes traces it once for every width and fuses each layer's activation and
+    residual into one pass over the rows. The per-row residual scale is an `embedding`
+    lookup: its backward reduces duplicate indices by sorted segments, not colliding adds.
+    The output layer's columns are zero-padded to a multiple of 8 (16-byte aligned strides).
     """
     act = ACTIVATIONS[activation]
     h = act(grouped_segment_mm(fourier_features(coords, num_freqs).to(dtype), w_in, b_in, plan))
     for layer, (w, b) in enumerate(zip(w_hid, b_hid)):
-        scale = res_scale[layer, plan.row_head][:, None]
+        scale = F.embedding(plan.row_head, res_scale[layer][:, None])
         h = h + scale * act(grouped_segment_mm(h.to(dtype), w, b, plan))
     pad = -w_out.shape[-1] % 8
     return grouped_segment_mm(h.to(dtype), F.pad(w_out, (0, pad)), F.pad(b_out, (0, pad)), plan)

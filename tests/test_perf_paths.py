@@ -162,3 +162,20 @@ def test_benchmark_scripts_run_and_write_their_json(tmp_path):
     case = t["cases"]["fmnist-resnet20"]
     assert case["images_per_step"] == 4 and case["variants"]["ours"]["images_per_s"] > 0
     assert case["speedup_vs_reference"] > 0
+
+
+def test_a_stage_trains_under_bf16_channels_last_and_fused_settings(tmp_path):
+    """train.py with the GPU-path switches on (as far as a CPU goes): stage 0, then stage 1."""
+    from neumeta_dist.train import run
+
+    overrides = ["data.dataset=synthetic", "data.train_limit=256", "data.test_limit=64", "data.batch_size=32",
+                 "data.val_fraction=0.25", "model.width=0.25", "teacher.epochs=1", "meta.generated=authors",
+                 "inr.hidden=16", "inr.layers=1", "inr.num_freqs=4", "train.max_steps=2", "train.log_every=1",
+                 "train.widths_per_step=2", "recipe.units_per_stage=9", "eval.widths=[0.5,1.0]",
+                 "train.precision=bf16", "train.channels_last=true", "loss.kd=1.0", f"run_dir={tmp_path}"]
+    cfg = load_config("configs/demo.yaml", overrides)
+    run(cfg, only_stage=0)
+    run(cfg, only_stage=1)
+    final = torch.load(tmp_path / "stage_1" / "final.pt", weights_only=False)
+    assert final["steps"] == 2 and all(0.0 <= a <= 1.0 for a in final["val"].values())
+    assert all(torch.isfinite(v).all() for v in final["model"].values())
