@@ -171,7 +171,8 @@ def test_a_stage_trains_under_bf16_channels_last_and_fused_settings(tmp_path):
     overrides = ["data.dataset=synthetic", "data.train_limit=256", "data.test_limit=64", "data.batch_size=32",
                  "data.val_fraction=0.25", "model.width=0.25", "teacher.epochs=1", "meta.generated=authors",
                  "inr.hidden=16", "inr.layers=1", "inr.num_freqs=4", "train.max_steps=2", "train.log_every=1",
-                 "train.widths_per_step=2", "recipe.units_per_stage=9", "eval.widths=[0.5,1.0]",
+                 "train.widths_per_step=2", "recipe.units_per_stage=9", "recipe.warmup_steps=0", "meta.norm=skipinit",
+                 "eval.widths=[0.5,1.0]",
                  "train.precision=bf16", "train.channels_last=true", "loss.kd=1.0", f"run_dir={tmp_path}"]
     cfg = load_config("configs/demo.yaml", overrides)
     run(cfg, only_stage=0)
