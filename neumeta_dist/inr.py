@@ -50,6 +50,9 @@ def split_rows(x: torch.Tensor, segments: Sequence[tuple[int, int, int]]) -> tup
     """x's row blocks, one per segment, by one `split`: its backward is one concatenation,
     where slicing `x[s:e]` per segment backpropagates a zero-filled full-size gradient per
     segment (measured: 2.5× the whole backward of a 44-segment ResNet-20 generation)."""
+    if segments[0][1] != 0 or segments[-1][2] != len(x) or any(
+            s != prev_end for (_, s, _), (_, _, prev_end) in zip(segments[1:], segments)):
+        raise ValueError(f"segments must tile the {len(x)} rows in order: {list(segments)[:4]}...")
     return x.split([e - s for _, s, e in segments])
 
 
@@ -67,8 +70,6 @@ class SegmentPlan:
 
     @classmethod
     def build(cls, segments: Sequence[tuple[int, int, int]], device) -> "SegmentPlan":
-        if any(s != e0 for (_, s, _), (_, _, e0) in zip(segments[1:], segments)) or segments[0][1] != 0:
-            raise ValueError("segments must tile the rows in order, starting at row 0")
         heads = torch.tensor([h for h, _, _ in segments])
         counts = torch.tensor([e - s for _, s, e in segments])
         unit = torch.zeros(int(counts.sum()), 8)

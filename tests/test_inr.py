@@ -201,7 +201,7 @@ def test_copied_head_is_independent_of_its_source_afterwards():
 
 def test_grouped_segment_mm_applies_each_rows_head():
     g = torch.Generator().manual_seed(0)
-    x, w, b = torch.randn(7, 4, generator=g), torch.randn(3, 4, 5, generator=g), torch.randn(3, 5, generator=g)
+    x, w, b = torch.randn(7, 8, generator=g), torch.randn(3, 8, 8, generator=g), torch.randn(3, 8, generator=g)
     segments = [(2, 0, 3), (0, 3, 4), (2, 4, 7)]
     out = grouped_segment_mm(x, w, b, SegmentPlan.build(segments, "cpu"))
     rows = [x[r] @ w[h] + b[h] for h, s, e in segments for r in range(s, e)]
