@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from .execution import upload
 from .models.resnet import Layer
 
 
@@ -49,7 +50,7 @@ class CoordTable:
         return self.index.shape[0]
 
     def to(self, device) -> "CoordTable":
-        return CoordTable(self.index.to(device), self.extent.to(device), self.entries, self.norm_width)
+        return CoordTable(upload(self.index, device), upload(self.extent, device), self.entries, self.norm_width)
 
 
 def build_table(layers: Sequence[Layer], sizes: Mapping[str, int], norm_width: int,

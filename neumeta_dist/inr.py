@@ -21,6 +21,7 @@ back, so it never waits on the GPU.
 """
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import math
@@ -30,6 +31,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .execution import upload
 
 ACTIVATIONS = {"relu": F.relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu}
 
@@ -57,6 +60,7 @@ def split_rows(x: torch.Tensor, segments: Sequence[tuple[int, int, int]]) -> tup
 
 
 MATMULS = ("auto", "loop", "grouped")
+PLAN_CACHE = 32  # segment plans kept per INR
 
 
 @dataclass(frozen=True)
@@ -65,17 +69,14 @@ class SegmentPlan:
 
     heads: torch.Tensor  # (S,) int64: head of each segment
     offsets: torch.Tensor  # (S,) int32: end row of each segment (grouped_mm's `offs`)
-    row_head: torch.Tensor  # (N,) int64: head of each row
-    unit: torch.Tensor  # (N, 8) float32: a column of ones, then zeros (the bias input, aligned)
+    row_head: torch.Tensor  # (N,) int32: head of each row
 
     @classmethod
     def build(cls, segments: Sequence[tuple[int, int, int]], device) -> "SegmentPlan":
         heads = torch.tensor([h for h, _, _ in segments])
         counts = torch.tensor([e - s for _, s, e in segments])
-        unit = torch.zeros(int(counts.sum()), 8)
-        unit[:, 0] = 1.0
-        return cls(heads.to(device), torch.cumsum(counts, 0).to(torch.int32).to(device),
-                   torch.repeat_interleave(heads, counts).to(device), unit.to(device))
+        return cls(upload(heads, device), upload(torch.cumsum(counts, 0).to(torch.int32), device),
+                   upload(torch.repeat_interleave(heads, counts).to(torch.int32), device))
 
 
 def grouped_segment_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -83,7 +84,7 @@ def grouped_segment_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     """Rows [s, e) of x times weight[h] + bias[h] per segment (h, s, e), as one grouped GEMM
     in x's dtype (the caller casts, as autocast would).
 
-    The bias rides in the GEMM as one more input column of ones (`plan.unit`, 8 wide for the
+    The bias rides in the GEMM as one more input column of ones (padded to 8 columns for the
     kernel's 16-byte alignment): its gradient then falls out of the weight-gradient GEMM,
     where a per-row gather `bias[row_head]` would backpropagate as a scatter-add of every
     row onto a few dozen heads (tens of thousands of colliding adds per address).
@@ -91,7 +92,8 @@ def grouped_segment_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     w = weight.index_select(0, plan.heads)
     b = bias.index_select(0, plan.heads)[:, None, :]
     w = torch.cat([w, b, b.new_zeros(b.shape[0], 7, b.shape[2])], dim=1).to(x.dtype)
-    return F.grouped_mm(torch.cat([x, plan.unit.to(x.dtype)], dim=1), w, offs=plan.offsets)
+    unit = F.pad(x.new_ones(len(x), 1), (0, 7))
+    return F.grouped_mm(torch.cat([x, unit], dim=1), w, offs=plan.offsets)
 
 
 def grouped_trunk(coords: torch.Tensor, plan: SegmentPlan, num_freqs: int, activation: str,
@@ -129,7 +131,7 @@ class INR(nn.Module):
         self.residual_scale = residual_scale
         self.w_out, self.b_out = _stacked(num_heads, hidden, out_dim)
         self.matmul, self.compiled = "auto", False
-        self._plans: dict[tuple, SegmentPlan] = {}
+        self._plans: collections.OrderedDict[tuple, SegmentPlan] = collections.OrderedDict()
 
     @property
     def num_heads(self) -> int:
@@ -144,9 +146,15 @@ class INR(nn.Module):
         return self
 
     def plan(self, segments: Sequence[tuple[int, int, int]], device) -> SegmentPlan:
+        """The cached plan of a segment list (least recently used ones dropped: a continuous
+        width range has hundreds of tables, a ResNet-18 plan is megabytes)."""
         key = (tuple(segments), str(device))
-        if key not in self._plans:
+        if key in self._plans:
+            self._plans.move_to_end(key)
+        else:
             self._plans[key] = SegmentPlan.build(list(segments), device)
+            if len(self._plans) > PLAN_CACHE:
+                self._plans.popitem(last=False)
         return self._plans[key]
 
     def kernel(self, device: torch.device) -> str:

@@ -17,6 +17,7 @@ when the classifier is not generated, a trainable copy of the teacher's classifi
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 from typing import Mapping
@@ -26,9 +27,13 @@ import torch.nn as nn
 
 from .config import INRConfig
 from .coords import CoordTable, build_table, centre_columns, normalise, split_output
+from .execution import upload
 from .inr import INR
 from .models.resnet import Layer, ResNetFamily, apply_layer, parameter_count
 from .recipe import metamorphic_groups
+
+
+TABLE_CACHE = 32  # coordinate tables kept (least recently used dropped; a ResNet-18 one is ~50 MB)
 
 
 class MetamorphicNet(nn.Module):
@@ -59,7 +64,7 @@ class MetamorphicNet(nn.Module):
         if train_head and family.fc.name not in planned_names:
             for n in family.fc.tensor_names():
                 self.shared[_buf(n)] = nn.Parameter(self.reference(n).clone())
-        self._tables: dict[tuple, tuple[CoordTable, list]] = {}
+        self._tables: collections.OrderedDict[tuple, tuple[CoordTable, list]] = collections.OrderedDict()
         self.compile_student = False
         self.activate(planned)
 
@@ -126,8 +131,11 @@ class MetamorphicNet(nn.Module):
         if cached is None or cached[0].index.device != device:
             table = build_table(layers, sizes, self.norm_width, self.heads, self.entry_ids,
                                 len(self.entry_ids)).to(device)
-            cols = [c if c is None else c.to(device) for c in centre_columns(table, self.kernel)]
+            cols = [c if c is None else upload(c, device) for c in centre_columns(table, self.kernel)]
             cached = self._tables[key] = (table, cols)
+            if len(self._tables) > TABLE_CACHE:  # a continuous width range has hundreds of tables
+                self._tables.popitem(last=False)
+        self._tables.move_to_end(key)
         return cached
 
     # --- generation and forward -------------------------------------------------------------
