@@ -154,7 +154,7 @@ def bench_case(name: str, args, device) -> dict:
             r = {"error": "out of memory (try a smaller --batch or --hidden)"}
         except Exception as e:  # a compile failure must not cost the other variants' figures
             r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
-        print(f"  {name} {v}: " + (f"{r['median_s'] * 1e3:.1f} ms/step, {r['images_per_s']:.0f} images/s"
+        print(f"  {name} {v}: " + (f"{r['median_s'] * 1e3:.1f} ms/step, {r['images_per_s']:.1f} images/s"
                                    if "median_s" in r else r["error"]), flush=True)
         out["variants"][v] = r
         if device.type == "cuda" and "median_s" in r:

@@ -93,7 +93,8 @@ def grouped_segment_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     b = bias.index_select(0, plan.heads)[:, None, :]
     w = torch.cat([w, b, b.new_zeros(b.shape[0], 7, b.shape[2])], dim=1).to(x.dtype)
     unit = F.pad(x.new_ones(len(x), 1), (0, 7))
-    return F.grouped_mm(torch.cat([x, unit], dim=1), w, offs=plan.offsets)
+    with torch.autocast(x.device.type, enabled=False):  # dtypes are ours, whatever autocast's policy
+        return F.grouped_mm(torch.cat([x, unit], dim=1), w, offs=plan.offsets)
 
 
 def grouped_trunk(coords: torch.Tensor, plan: SegmentPlan, num_freqs: int, activation: str,
