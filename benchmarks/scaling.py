@@ -45,6 +45,8 @@ def worker(args) -> None:
     import torch
     from neumeta_dist import parallel
     from neumeta_dist.config import load_config
+    from neumeta_dist.execution import Execution
+    from neumeta_dist.generation import generation_strategy
     from neumeta_dist.models.resnet import Teacher, build_family
     from neumeta_dist.runtime import make_accelerator, seed_everything, set_threads
     from neumeta_dist.train import _param_groups, build_net, train_step
@@ -68,6 +70,7 @@ def worker(args) -> None:
                                          batch_size=args.batch_size, shuffle=True, drop_last=True)
     net, opt, loader = accelerator.prepare(model, opt, loader)
     parallel.register_external_parameters(accelerator, accelerator.unwrap_model(net))
+    accelerator.unwrap_model(net).generation = generation_strategy(cfg.train.generation)
     data = _endless(loader)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     times = []
@@ -75,7 +78,7 @@ def worker(args) -> None:
         accelerator.wait_for_everyone()
         sync()
         t = time.perf_counter()
-        train_step(cfg, accelerator, net, opt, data, step)
+        train_step(cfg, accelerator, net, opt, data, step, Execution.from_config(cfg.train))
         sync()
         if step >= args.warmup:
             times.append(time.perf_counter() - t)

@@ -147,6 +147,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: str = "auto"  # auto: the newest whole checkpoint of each stage; none: start over; or a checkpoint dir
     teacher_mode: str = choice("replicated", "sharded")  # KD teacher: on every rank, or a ZeRO-3 engine
+    # How the step executes (execution.py); none of these changes what is computed beyond rounding.
+    precision: str = choice("fp32", "bf16")  # bf16: autocast; Fourier features and the residual stream stay fp32
+    compile: bool = False  # torch.compile of the INR trunk and the functional student (dynamic shapes)
+    channels_last: bool = False  # NHWC images and teacher: the tensor cores' native conv layout
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from .execution import upload
 from .models.resnet import Layer
 
 
@@ -49,7 +50,7 @@ class CoordTable:
         return self.index.shape[0]
 
     def to(self, device) -> "CoordTable":
-        return CoordTable(self.index.to(device), self.extent.to(device), self.entries, self.norm_width)
+        return CoordTable(upload(self.index, device), upload(self.extent, device), self.entries, self.norm_width)
 
 
 def build_table(layers: Sequence[Layer], sizes: Mapping[str, int], norm_width: int,
@@ -90,6 +91,9 @@ def normalise(table: CoordTable, noise: float = 0.0, generator: torch.Generator 
 
     A bias row's in-size is 1, so its jittered in-position would be pure noise: bias rows
     keep their in-index (the `extent[:, 2] > 1` mask).
+
+    The noise is drawn on the generator's device and moved without waiting: a step seeded
+    by a CPU generator draws the same numbers on any device and never syncs the GPU.
     """
     index = table.index
     if noise > 0:

@@ -6,19 +6,33 @@ a coordinate table, whatever heads they belong to, and so that one head can be c
 another (the recipe's INR initialisation) by indexing.
 
 Rows of a table are contiguous per head (`segments`), so each layer is a *segment matmul*:
-row block s:e times its head's matrix. On CPU that is a short loop of plain matmuls over
-contiguous slices (no masks, no scatter); a grouped-GEMM kernel can replace `segment_mm`
-without touching anything else.
+row block s:e times its head's matrix. Two kernels compute it (`INR.matmul`):
+- `loop`: each segment runs through its head's layers as plain addmm's on a contiguous
+  slice (no masks, no scatter). The CPU default: a core is busy either way, 40-odd calls
+  cost nothing there, and one segment's activations stay in cache.
+- `grouped`: one `grouped_mm` per layer over all segments (CUTLASS grouped GEMM on Hopper,
+  a C++ loop elsewhere). On a GPU the loop is launch-bound — each layer of a ResNet-20 INR
+  would be 44 tiny GEMMs — so `auto` takes it on CUDA under bf16 autocast whenever the
+  widths meet the kernel's 16-byte alignment. Numerics follow the loop's dtype flow under
+  autocast exactly (bf16 GEMMs, fp32 residual stream), so the two differ only by rounding.
+Everything `forward` needs about the segments (heads, offsets, per-row head) is built once
+per segment list on the device (`SegmentPlan`): a step uploads nothing and reads nothing
+back, so it never waits on the GPU.
 """
 from __future__ import annotations
 
+import collections
 import copy
+import functools
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .execution import upload
 
 ACTIVATIONS = {"relu": F.relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu}
 
@@ -35,24 +49,71 @@ def fourier_features(x: torch.Tensor, num_freqs: int) -> torch.Tensor:
         return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
 
 
-def segment_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-               segments: Sequence[tuple[int, int, int]]) -> torch.Tensor:
-    """Rows [s, e) of x times weight[h] + bias[h] for each (h, s, e); segments tile x in order.
-
-    Heads are taken with one `unbind` per stacked tensor, not by indexing per segment: the
-    backward of `weight[h]` materialises a zero gradient of the *whole* stack for every
-    segment (measured: it dominated a 24-head warm-up step), unbind's is one stack.
-    """
-    ws, bs = weight.unbind(0), bias.unbind(0)
-    return torch.cat([torch.addmm(bs[h], xs, ws[h]) for (h, _, _), xs in zip(segments, _rows(x, segments))])
-
-
-def _rows(x: torch.Tensor, segments: Sequence[tuple[int, int, int]]) -> tuple[torch.Tensor, ...]:
-    """x's row blocks of `segments`, by one `split`: the backward of a slice `x[s:e]` writes a
-    zero gradient of the whole x, so slicing per segment costs segments × rows (measured: 60 %
-    of a ResNet-20 generation step; with rows split across ranks it made coordinate-parallel
-    generation look super-linear); split's backward is one concatenation."""
+def split_rows(x: torch.Tensor, segments: Sequence[tuple[int, int, int]]) -> tuple[torch.Tensor, ...]:
+    """x's row blocks, one per segment, by one `split`: its backward is one concatenation,
+    where slicing `x[s:e]` per segment backpropagates a zero-filled full-size gradient per
+    segment (measured: 2.5× the whole backward of a 44-segment ResNet-20 generation)."""
+    if segments[0][1] != 0 or segments[-1][2] != len(x) or any(
+            s != prev_end for (_, s, _), (_, _, prev_end) in zip(segments[1:], segments)):
+        raise ValueError(f"segments must tile the {len(x)} rows in order: {list(segments)[:4]}...")
     return x.split([e - s for _, s, e in segments])
+
+
+MATMULS = ("auto", "loop", "grouped")
+PLAN_CACHE = 32  # segment plans kept per INR
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """A segment list as device tensors: built once per list, reused by every call."""
+
+    heads: torch.Tensor  # (S,) int64: head of each segment
+    offsets: torch.Tensor  # (S,) int32: end row of each segment (grouped_mm's `offs`)
+    row_head: torch.Tensor  # (N,) int32: head of each row
+
+    @classmethod
+    def build(cls, segments: Sequence[tuple[int, int, int]], device) -> "SegmentPlan":
+        heads = torch.tensor([h for h, _, _ in segments])
+        counts = torch.tensor([e - s for _, s, e in segments])
+        return cls(upload(heads, device), upload(torch.cumsum(counts, 0).to(torch.int32), device),
+                   upload(torch.repeat_interleave(heads, counts).to(torch.int32), device))
+
+
+def grouped_segment_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       plan: SegmentPlan) -> torch.Tensor:
+    """Rows [s, e) of x times weight[h] + bias[h] per segment (h, s, e), as one grouped GEMM
+    in x's dtype (the caller casts, as autocast would).
+
+    The bias rides in the GEMM as one more input column of ones (padded to 8 columns for the
+    kernel's 16-byte alignment): its gradient then falls out of the weight-gradient GEMM,
+    where a per-row gather `bias[row_head]` would backpropagate as a scatter-add of every
+    row onto a few dozen heads (tens of thousands of colliding adds per address).
+    """
+    w = weight.index_select(0, plan.heads)
+    b = bias.index_select(0, plan.heads)[:, None, :]
+    w = torch.cat([w, b, b.new_zeros(b.shape[0], 7, b.shape[2])], dim=1).to(x.dtype)
+    unit = F.pad(x.new_ones(len(x), 1), (0, 7))
+    with torch.autocast(x.device.type, enabled=False):  # dtypes are ours, whatever autocast's policy
+        return F.grouped_mm(torch.cat([x, unit], dim=1), w, offs=plan.offsets)
+
+
+def grouped_trunk(coords: torch.Tensor, plan: SegmentPlan, num_freqs: int, activation: str,
+                  dtype: torch.dtype, w_in, b_in, w_hid, b_hid, res_scale, w_out, b_out) -> torch.Tensor:
+    """Every layer of the INR with grouped GEMMs: (N, out_dim rounded up to 8) outputs.
+
+    A pure function of tensors (no module state, no segment list) so that `torch.compile`
+    with dynamic shapes traces it once for every width and fuses each layer's activation and
+    residual into one pass over the rows. The per-row residual scale is an `embedding`
+    lookup: its backward reduces duplicate indices by sorted segments, not colliding adds.
+    The output layer's columns are zero-padded to a multiple of 8 (16-byte aligned strides).
+    """
+    act = ACTIVATIONS[activation]
+    h = act(grouped_segment_mm(fourier_features(coords, num_freqs).to(dtype), w_in, b_in, plan))
+    for layer, (w, b) in enumerate(zip(w_hid, b_hid)):
+        scale = F.embedding(plan.row_head, res_scale[layer][:, None])
+        h = h + scale * act(grouped_segment_mm(h.to(dtype), w, b, plan))
+    pad = -w_out.shape[-1] % 8
+    return grouped_segment_mm(h.to(dtype), F.pad(w_out, (0, pad)), F.pad(b_out, (0, pad)), plan)
 
 
 class INR(nn.Module):
@@ -60,7 +121,7 @@ class INR(nn.Module):
                  num_freqs: int = 16, activation: str = "relu", residual_scale: float = 0.1,
                  coord_dim: int = 6):
         super().__init__()
-        self.num_freqs, self.out_dim = num_freqs, out_dim
+        self.num_freqs, self.out_dim, self.activation = num_freqs, out_dim, activation
         self.act = ACTIVATIONS[activation]
         in_dim = coord_dim * 2 * num_freqs
         self.w_in, self.b_in = _stacked(num_heads, in_dim, hidden)
@@ -70,28 +131,84 @@ class INR(nn.Module):
         self.res_scale = nn.Parameter(torch.full((layers, num_heads), residual_scale))
         self.residual_scale = residual_scale
         self.w_out, self.b_out = _stacked(num_heads, hidden, out_dim)
+        self.matmul, self.compiled = "auto", False
+        self._plans: collections.OrderedDict[tuple, SegmentPlan] = collections.OrderedDict()
 
     @property
     def num_heads(self) -> int:
         return self.w_in.shape[0]
+
+    def set_execution(self, matmul: str = "auto", compile: bool = False) -> "INR":
+        """How `forward` computes (never what): the segment-matmul kernel, and whether the
+        grouped trunk runs under `torch.compile`."""
+        if matmul not in MATMULS:
+            raise ValueError(f"INR matmul {matmul!r} is not one of {', '.join(MATMULS)}")
+        self.matmul, self.compiled = matmul, compile
+        return self
+
+    def plan(self, segments: Sequence[tuple[int, int, int]], device) -> SegmentPlan:
+        """The cached plan of a segment list (least recently used ones dropped: a continuous
+        width range has hundreds of tables, a ResNet-18 plan is megabytes)."""
+        key = (tuple(segments), str(device))
+        if key in self._plans:
+            self._plans.move_to_end(key)
+        else:
+            self._plans[key] = SegmentPlan.build(list(segments), device)
+            if len(self._plans) > PLAN_CACHE:
+                self._plans.popitem(last=False)
+        return self._plans[key]
+
+    def kernel(self, device: torch.device) -> str:
+        """The segment-matmul kernel `forward` uses on `device` under the current autocast."""
+        if self.matmul != "auto":
+            return self.matmul
+        bf16 = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.bfloat16
+        aligned = self.w_in.shape[1] % 8 == 0 and self.w_in.shape[2] % 8 == 0
+        return "grouped" if device.type == "cuda" and bf16 and aligned else "loop"
 
     def forward(self, coords: torch.Tensor, segments: Sequence[tuple[int, int, int]],
                 out_cols: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
         """Per-segment outputs; `out_cols[i]` restricts segment i to some output columns.
 
         A 1×1 conv or a bias needs one of the K·K outputs: computing only that column keeps
-        a ResNet-50's many 1×1 convs from paying for 3×3 (or 7×7) kernels.
+        a ResNet-50's many 1×1 convs from paying for 3×3 (or 7×7) kernels (the grouped
+        kernel computes all columns and selects: one GEMM cannot vary its width by group).
         """
-        row_head = torch.repeat_interleave(
-            torch.tensor([hd for hd, _, _ in segments], device=coords.device),
-            torch.tensor([e - s for _, s, e in segments], device=coords.device))
-        h = self.act(segment_mm(fourier_features(coords, self.num_freqs), self.w_in, self.b_in, segments))
-        for layer, (w, b) in enumerate(zip(self.w_hid, self.b_hid)):
-            scale = self.res_scale[layer, row_head][:, None]
-            h = h + scale * self.act(segment_mm(h, w, b, segments))
         cols = out_cols or [None] * len(segments)
-        w_out, b_out = self.w_out.unbind(0), self.b_out.unbind(0)
-        return [_head_out(hs, w_out[hd], b_out[hd], c) for (hd, _, _), hs, c in zip(segments, _rows(h, segments), cols)]
+        if self.kernel(coords.device) == "grouped":
+            out = split_rows(self._grouped(coords, self.plan(segments, coords.device)), segments)
+            return [o[:, :self.out_dim] if c is None else o[:, c] for o, c in zip(out, cols)]
+        return self._per_segment(coords, segments, cols)
+
+    def _per_segment(self, coords: torch.Tensor, segments: Sequence[tuple[int, int, int]],
+                     cols: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+        """Each segment through every layer of its head (segment-major), plain addmm's.
+
+        The working set is one segment's activations, cache-sized on a CPU, where a
+        layer-major pass streams every layer's full-table activations through memory
+        (measured: 2× slower for a ResNet-20 table). Heads are taken with one `unbind` per
+        stacked tensor, not by indexing per segment: the backward of `weight[h]` materialises
+        a zero gradient of the *whole* stack per segment, unbind's is one stack. The residual
+        scale is a 1-element tensor, not a 0-d one, so that under autocast it promotes the
+        residual stream to fp32 exactly as the grouped kernel's per-row scale does.
+        """
+        w_in, b_in, w_out, b_out = (p.unbind(0) for p in (self.w_in, self.b_in, self.w_out, self.b_out))
+        hidden = [(w.unbind(0), b.unbind(0)) for w, b in zip(self.w_hid, self.b_hid)]
+        scales = self.res_scale.unbind(1)
+        outs = []
+        for (hd, _, _), x, c in zip(segments, split_rows(coords, segments), cols):
+            h = self.act(torch.addmm(b_in[hd], fourier_features(x, self.num_freqs), w_in[hd]))
+            for layer, (w, b) in enumerate(hidden):
+                h = h + scales[hd][layer:layer + 1] * self.act(torch.addmm(b[hd], h, w[hd]))
+            outs.append(_head_out(h, w_out[hd], b_out[hd], c))
+        return outs
+
+    def _grouped(self, coords: torch.Tensor, plan: SegmentPlan) -> torch.Tensor:
+        device = coords.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else coords.dtype
+        trunk = _compiled_trunk() if self.compiled else grouped_trunk
+        return trunk(coords, plan, self.num_freqs, self.activation, dtype, self.w_in, self.b_in,
+                     tuple(self.w_hid), tuple(self.b_hid), self.res_scale, self.w_out, self.b_out)
 
     def subset(self, heads: Sequence[int]) -> "INR":
         """A new INR holding copies of `heads` only (head i of it = heads[i] of this one)."""
@@ -128,6 +245,13 @@ class INR(nn.Module):
             w[head].copy_(w_h)
             b[head].copy_(b_h)
         self.res_scale[:, head] = self.residual_scale
+
+
+@functools.cache
+def _compiled_trunk():
+    """`grouped_trunk` under `torch.compile` (dynamic shapes: one graph serves every width),
+    made on first use so that importing this module never loads the compiler."""
+    return torch.compile(grouped_trunk, dynamic=True)
 
 
 def _head_out(x, w, b, cols):

@@ -17,7 +17,9 @@ when the classifier is not generated, a trainable copy of the teacher's classifi
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 from typing import Mapping
 
 import torch
@@ -25,10 +27,14 @@ import torch.nn as nn
 
 from .config import INRConfig
 from .coords import CoordTable, build_table, centre_columns, normalise, split_output
+from .execution import upload
 from .inr import INR
 from .models.resnet import Layer, ResNetFamily, apply_layer, parameter_count
 from .generation import Generation, replicated
 from .recipe import metamorphic_groups
+
+
+TABLE_CACHE = 32  # coordinate tables kept (least recently used dropped; a ResNet-18 one is ~50 MB)
 
 
 class MetamorphicNet(nn.Module):
@@ -61,10 +67,18 @@ class MetamorphicNet(nn.Module):
         if train_head and family.fc.name not in planned_names:
             for n in family.fc.tensor_names():
                 self.shared[_buf(n)] = nn.Parameter(self.reference(n).clone())
-        self._tables: dict[tuple, tuple[CoordTable, list]] = {}
+        self._tables: collections.OrderedDict[tuple, tuple[CoordTable, list]] = collections.OrderedDict()
+        self.compile_student = False
         # How the INR call is spread over ranks (generation.py); training installs its strategy.
         self.generation: Generation = replicated
         self.activate(planned)
+
+    def set_execution(self, matmul: str = "auto", compile: bool = False) -> "MetamorphicNet":
+        """How generation and the student run (never what they compute): the INR's segment
+        matmul kernel, and `torch.compile` of the INR trunk and of the functional student."""
+        self.inr.set_execution(matmul, compile)
+        self.compile_student = compile
+        return self
 
     # --- what is generated ----------------------------------------------------------------
     def activate(self, layers: tuple[Layer, ...]) -> None:
@@ -122,8 +136,11 @@ class MetamorphicNet(nn.Module):
         if cached is None or cached[0].index.device != device:
             table = build_table(layers, sizes, self.norm_width, self.heads, self.entry_ids,
                                 len(self.entry_ids)).to(device)
-            cols = [c if c is None else c.to(device) for c in centre_columns(table, self.kernel)]
+            cols = [c if c is None else upload(c, device) for c in centre_columns(table, self.kernel)]
             cached = self._tables[key] = (table, cols)
+            if len(self._tables) > TABLE_CACHE:  # a continuous width range has hundreds of tables
+                self._tables.popitem(last=False)
+        self._tables.move_to_end(key)
         return cached
 
     # --- generation and forward -------------------------------------------------------------
@@ -162,10 +179,21 @@ class MetamorphicNet(nn.Module):
         Pass `weights` to run a network generated earlier (evaluation, merged samples).
         """
         generated = self.generate(fraction, noise, generator) if weights is None else weights
-        full, alphas = self.weights(generated), self.alphas()
-        logits = self.family.forward(x, lambda spec, h: apply_layer(spec, h, full),
-                                     lambda b: alphas.get(b.name, 1.0))
-        return logits, generated
+        student = _compiled_student() if self.compile_student else student_forward
+        full = self.weights(generated)
+        return student(self.family, x, {n: full[n] for n in self.reference_names()}, self.alphas()), generated
+
+
+def student_forward(family, x: torch.Tensor, weights: dict[str, torch.Tensor],
+                    alphas: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The width-w network on `weights` (every tensor), SkipInit scales `alphas` (absent: 1)."""
+    return family.forward(x, lambda spec, h: apply_layer(spec, h, weights), lambda b: alphas.get(b.name, 1.0))
+
+
+@functools.cache
+def _compiled_student():
+    """`student_forward` under `torch.compile`, dynamic shapes: one graph for every width."""
+    return torch.compile(student_forward, dynamic=True)
 
 
 class _Weights(Mapping):

@@ -29,6 +29,7 @@ from .config import Config, ConfigError, load_config, save_config
 from .data import DataError
 from .data import Splits, load_splits, sample_images, train_batches
 from .ema import EMA
+from .execution import Execution
 from .evaluate import accuracy, network_at, results_table, sweep, write_results
 from .inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
 from .losses import step_losses
@@ -113,7 +114,8 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     log = Logger(accelerator, Path(cfg.run_dir) / "tb" / sdir.name, total, sdir.name)
     if resume_from is None:
         _initialise(cfg, model, stage, log)
-    opt = torch.optim.AdamW(_param_groups(cfg, model))
+    ex = Execution.from_config(tc)
+    opt = torch.optim.AdamW(_param_groups(cfg, model), **ex.optimizer_kwargs(accelerator.device))
     net, opt = accelerator.prepare(model, opt)
     model = accelerator.unwrap_model(net)
     parallel.register_external_parameters(accelerator, model)
@@ -124,6 +126,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
         ema = EMA(model, tc.ema_decay)
     if teacher is not None:
         teacher = parallel.prepare_teacher(accelerator, teacher, tc.teacher_mode)
+    ex.prepare(model, teacher)
 
     start = _resume(accelerator, resume_from, sched, ema, cfg) if resume_from is not None else 0
     log.progress(start)
@@ -131,7 +134,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     probe = Probe(k, accelerator.process_index)
     probe.start(lambda: parallel.full_state_dict(accelerator, model))
     for step in range(start, total):
-        full_terms = train_step(cfg, accelerator, net, opt, data, step, teacher, probe)
+        full_terms = train_step(cfg, accelerator, net, opt, data, step, ex, teacher, probe)
         log.count(micro_batches * cfg.data.batch_size * accelerator.num_processes)
         sched.step()
         with parallel.gathered(accelerator, model):
@@ -139,6 +142,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
         done = step + 1
         if done % tc.log_every == 0 or done == total:
             ips = log.throughput()
+            full_terms = {n: v.item() for n, v in full_terms.items()}
             with parallel.gathered(accelerator, model):
                 alphas = {f"alpha/{b}": a.item() for b, a in model.alphas().items()}
             log.scalars(done, {**full_terms, **alphas, "lr": sched.get_last_lr()[0], "images_per_s": ips,
@@ -168,29 +172,33 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     return final
 
 
-def train_step(cfg: Config, accelerator, net, opt, data, step: int, teacher=None, probe: Probe | None = None
-               ) -> dict[str, float]:
+def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Execution, teacher=None,
+               probe: Probe | None = None) -> dict[str, torch.Tensor]:
     """One optimiser step: `train.widths_per_step` micro-batches, each at its own width (the
-    first at full width), gradients accumulated; returns the full-width micro-batch's losses."""
+    first at full width), gradients accumulated; returns the full-width micro-batch's losses,
+    still on the device (reading them back here would sync every step)."""
     model, rank = accelerator.unwrap_model(net), accelerator.process_index
     net.train()
     for micro in range(cfg.train.widths_per_step):
         x, y = next(data)
         if probe is not None:
             probe.batch(step, micro, x)
+        x = ex.batch(x)
         fraction, gen = step_rng(cfg, step, micro, rank)
         with accelerator.accumulate(net):
-            logits, generated = net(x, fraction, generator=gen)
-            with torch.no_grad():
-                t_logits = teacher(x) if teacher is not None else None
-            terms = step_losses(cfg.loss, logits, y, generated, model.reference, fraction == 1.0, t_logits)
+            with ex.autocast(accelerator.device):
+                logits, generated = net(x, fraction, generator=gen)
+                with torch.no_grad():
+                    t_logits = teacher(x) if teacher is not None else None
+            terms = step_losses(cfg.loss, logits.float(), y, generated, model.reference, fraction == 1.0,
+                                None if t_logits is None else t_logits.float())
             accelerator.backward(terms["total"])
             if accelerator.sync_gradients:
                 parallel.clip(accelerator, net, cfg.train.grad_clip, cfg.train.clip_mode)
             opt.step()
             opt.zero_grad(set_to_none=True)
         if micro == 0:
-            full_terms = {f"loss/{n}": v.item() for n, v in terms.items()}
+            full_terms = {f"loss/{n}": v.detach() for n, v in terms.items()}
     return full_terms
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neumeta_dist.inr import INR, fourier_features, segment_mm
+from neumeta_dist.inr import INR, SegmentPlan, fourier_features, grouped_segment_mm
 from neumeta_dist.models.resnet import build_family
 from neumeta_dist.recipe import generated_layers, metamorphic_groups
 
@@ -199,11 +199,11 @@ def test_copied_head_is_independent_of_its_source_afterwards():
     assert not torch.allclose(inr(coords, [(0, 0, 5)])[0], inr(coords, [(1, 0, 5)])[0])
 
 
-def test_segment_mm_applies_each_rows_head():
+def test_grouped_segment_mm_applies_each_rows_head():
     g = torch.Generator().manual_seed(0)
-    x, w, b = torch.randn(7, 4, generator=g), torch.randn(3, 4, 5, generator=g), torch.randn(3, 5, generator=g)
+    x, w, b = torch.randn(7, 8, generator=g), torch.randn(3, 8, 8, generator=g), torch.randn(3, 8, generator=g)
     segments = [(2, 0, 3), (0, 3, 4), (2, 4, 7)]
-    out = segment_mm(x, w, b, segments)
+    out = grouped_segment_mm(x, w, b, SegmentPlan.build(segments, "cpu"))
     rows = [x[r] @ w[h] + b[h] for h, s, e in segments for r in range(s, e)]
     assert torch.allclose(out, torch.stack(rows), atol=1e-6)
 

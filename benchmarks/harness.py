@@ -1,0 +1,110 @@
+"""What every benchmark shares: the machine's description, timing, host-sync counting, JSON.
+
+Imports only torch and the standard library (the GPU image has no DeepSpeed/WebDataset/submitit).
+"""
+from __future__ import annotations
+
+import datetime
+import gc
+import json
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, by a substring of the device name;
+# the first match wins, so the more specific names come first.
+BF16_PEAKS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
+              ("GH200", 989e12), ("A100", 312e12), ("L40S", 362e12))
+
+
+def machine(device: torch.device) -> dict:
+    info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "cpu_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        info["cuda"] = torch.version.cuda
+    else:
+        info["device_name"] = _cpu_name()
+    return info
+
+
+def bf16_peak(device_name: str) -> float | None:
+    return next((peak for key, peak in BF16_PEAKS if key in device_name), None)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> dict:
+    """Seconds of `warmup` untimed calls (compilation lands here) and of `repeats` timed calls."""
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    warm = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return {"warmup_s": warm, "median_s": statistics.median(times), "min_s": min(times),
+            "times_s": times}
+
+
+def host_syncs(fn: Callable[[], object], device: torch.device) -> dict | None:
+    """How often one call makes the host wait for the GPU, counted two ways: CUDA's sync
+    debug mode (a warning per synchronising op) and the profiler's runtime events."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+    sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    debug = sum("synchroniz" in str(w.message) for w in caught)
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    names = [e.name for e in prof.events()]
+    runtime = sum(n in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
+                        "cudaMemcpy") for n in names)
+    return {"sync_debug_warnings": debug, "profiler_sync_calls": max(0, runtime - 1)}  # − our own sync
+
+
+def write_json(out: str | Path, name: str, payload: dict) -> Path:
+    path = Path(out) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def free(device: torch.device) -> None:
+    gc.collect()  # a finished variant's optimiser/EMA may sit in reference cycles
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
