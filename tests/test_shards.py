@@ -104,3 +104,17 @@ def test_a_folder_without_classes_is_a_clear_error(tmp_path):
     (tmp_path / "in" / "train").mkdir(parents=True)
     with pytest.raises(ShardError, match="no class folders"):
         write_dataset("imagefolder", tmp_path / "in", tmp_path / "out")
+
+
+def test_the_webdataset_library_reads_our_shards_as_we_wrote_them(tmp_path):
+    """The tars are plain WebDataset: any WebDataset reader (OpenCLIP's, timm's) gets the same
+    keys, bytes and labels from them as our own pipeline."""
+    import webdataset as wds
+    src = make_image_folder(tmp_path / "in", per_class=5)
+    index = write_dataset("imagefolder", src, tmp_path / "out", maxcount=4, holdout=0.0)
+    urls = [str(tmp_path / "out" / s["name"]) for s in index["splits"]["train"]["shards"]]
+    ours = _read_all(tmp_path / "out", "train")
+    theirs = {s["__key__"]: s for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)}
+    assert sorted(theirs) == sorted(ours) and len(ours) == 15
+    for key, fields in ours.items():
+        assert theirs[key]["jpg"] == fields["jpg"] and int(theirs[key]["cls"]) == int(fields["cls"])
