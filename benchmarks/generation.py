@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from benchmarks.harness import bf16_peak, free, host_syncs, machine, timed, write_json
+from benchmarks.harness import open_device, bf16_peak, free, host_syncs, machine, timed, write_json
 from benchmarks.reference import ReferenceGenerator, ReferenceINR, ReferenceTable
 from neumeta_dist.config import INRConfig
 from neumeta_dist.metamorphic import MetamorphicNet
@@ -132,11 +132,7 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but no CUDA device is visible (use --device cpu)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = open_device(args.device, args.threads)
     gpu = device.type == "cuda"
     args.precision = args.precision or ("bf16" if gpu else "fp32")
     args.variants = args.variants or (["ours", "ours_compiled", "reference", "reference_bf16"] if gpu

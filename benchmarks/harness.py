@@ -22,6 +22,16 @@ BF16_PEAKS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H
               ("GH200", 989e12), ("A100", 312e12), ("L40S", 362e12))
 
 
+def open_device(name: str, threads: int) -> torch.device:
+    """The benchmark's device (a clear error when CUDA is asked for but absent) and CPU threads."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but no CUDA device is visible (use --device cpu)")
+    if threads:
+        torch.set_num_threads(threads)
+    return device
+
+
 def machine(device: torch.device) -> dict:
     info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
             "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),

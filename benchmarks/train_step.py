@@ -28,7 +28,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import free, host_syncs, machine, timed, write_json
+from benchmarks.harness import open_device, free, host_syncs, machine, timed, write_json
 from benchmarks.reference import PlainNet, ReferenceGenerator, ReferenceINR
 from neumeta_dist.config import INRConfig, LossConfig
 from neumeta_dist.ema import EMA
@@ -188,11 +188,7 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but no CUDA device is visible (use --device cpu)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = open_device(args.device, args.threads)
     gpu = device.type == "cuda"
     args.precision = args.precision or ("bf16" if gpu else "fp32")
     args.channels_last = gpu if args.channels_last is None else args.channels_last
