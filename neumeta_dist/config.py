@@ -136,7 +136,8 @@ class TrainConfig:
     lr_alpha: float = 1e-4  # SkipInit residual scales
     lr_head: float = 7e-5  # shared classifier
     shared_weight_decay: float = 1e-2
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear lr warm-up of each stage, in steps
+    warmup_fraction: float = 0.0  # ... or as a fraction of the stage's steps (the authors: 0.4)
     schedule: str = choice("constant", "cosine")
     grad_clip: float = 10.0
     clip_mode: str = choice("value", "norm")
@@ -145,6 +146,9 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 0  # steps between checkpoints (and one at each stage end); 0 = only at the end
     keep_checkpoints: int = 2
+    # Held-out check of the EMA network every N steps; the best one is the stage's result
+    # (selection.py). 0: the stage's last EMA network.
+    select_every: int = 0
     resume: str = "auto"  # auto: the newest whole checkpoint of each stage; none: start over; or a checkpoint dir
     teacher_mode: str = choice("replicated", "sharded")  # KD teacher: on every rank, or a ZeRO-3 engine
     # How the step executes (execution.py); none of these changes what is computed beyond rounding.
@@ -316,6 +320,13 @@ def _validate(cfg: Config, source: str) -> None:
         (all(math.isfinite(v) and v > 0 for v in (cfg.train.lr, cfg.train.lr_alpha, cfg.train.lr_head,
                                                   cfg.teacher.lr)), "train.lr*/teacher.lr", "need finite > 0"),
         (cfg.model.width > 0, "model.width", "need > 0"),
+        (0 <= cfg.train.warmup_fraction < 1 and cfg.train.warmup_steps >= 0, "train.warmup_steps/warmup_fraction",
+         "need warmup_steps >= 0 and 0 <= warmup_fraction < 1"),
+        (not (cfg.train.warmup_steps and cfg.train.warmup_fraction), "train.warmup_steps/warmup_fraction",
+         "set one of them (the other to 0)"),
+        (cfg.train.select_every >= 0, "train.select_every", "need >= 0 (0: the stage's last EMA network)"),
+        (cfg.train.select_every == 0 or cfg.data.dataset == "shards" or cfg.data.val_fraction > 0,
+         "train.select_every", "selection scores the held-out split: set data.val_fraction > 0"),
         (0 <= cfg.train.ema_decay < 1, "train.ema_decay", "need 0 <= ema_decay < 1"),
         (cfg.eval.samples >= 1, "eval.samples", "need >= 1"),
         (cfg.inr.layers >= 0 and cfg.inr.hidden >= 1 and cfg.inr.num_freqs >= 1, "inr",

@@ -38,6 +38,7 @@ from .models.resnet import ResNetFamily, Teacher
 from .generation import generation_strategy
 from .probe import Probe
 from .recipe import Stage, generated_layers, plan
+from .selection import Selection
 from .runtime import Logger, make_accelerator, seed_everything, set_threads
 from .teacher import build_reference, family_from_config, train_teacher
 
@@ -89,7 +90,7 @@ def step_rng(cfg: Config, step: int, micro: int, rank: int) -> tuple[float, torc
 
 
 def lr_lambda(cfg: Config, total: int):
-    warm = cfg.train.warmup_steps
+    warm = cfg.train.warmup_steps or round(cfg.train.warmup_fraction * total)
 
     def f(step: int) -> float:
         if step < warm:
@@ -131,6 +132,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     start = _resume(accelerator, resume_from, sched, ema, cfg) if resume_from is not None else 0
     log.progress(start)
     data = train_batches(cfg, accelerator, splits.train, start * micro_batches)
+    select = Selection(sdir, tc.select_every, cfg.digest())
     probe = Probe(k, accelerator.process_index)
     probe.start(lambda: parallel.full_state_dict(accelerator, model))
     for step in range(start, total):
@@ -148,6 +150,8 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
             log.scalars(done, {**full_terms, **alphas, "lr": sched.get_last_lr()[0], "images_per_s": ips,
                                **data.fault_scalars()})
             log.progress(done, loss=full_terms["loss/total"], img_s=ips)
+        if select.due(done, total):
+            _offer(cfg, accelerator, model, ema, family, reference, stage, splits, select, log, done)
         if stop.requested(accelerator) and done < total:  # preempted or near the time limit
             _save(accelerator, sdir, done, sched, ema, cfg, data.per_epoch)
             log.close()
@@ -159,10 +163,16 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
              "config": cfg.to_dict(), "stage": k, "steps": total}
     probe.final(final["model"], final["ema"], parallel.local_numel(model))
     probe.close()
-    selected = selected_network(cfg, family, reference, final, stage.layers).to(accelerator.device)
-    val = _validate(cfg, accelerator, selected, splits)
-    log.scalars(total, {f"val/accuracy@{w:g}": a for w, a in val.items()})
-    log.print(f"{sdir.name}: val accuracy " + ", ".join(f"{w:g}: {a:.4f}" for w, a in val.items()))
+    if select.best is not None:  # the best held-out candidate is the stage's result
+        best = select.best
+        final.update(model=best["model"], ema=best["ema"], selected_step=best["step"])
+        val = best["val"]
+    else:
+        selected = selected_network(cfg, family, reference, final, stage.layers).to(accelerator.device)
+        val = _validate(cfg, accelerator, selected, splits)
+        log.scalars(total, {f"val/accuracy@{w:g}": a for w, a in val.items()})
+    log.print(f"{sdir.name}: val accuracy " + ", ".join(f"{w:g}: {a:.4f}" for w, a in val.items())
+              + (f" (held-out selection: step {final['selected_step']} of {total})" if "selected_step" in final else ""))
     log.close()
     final["val"] = val
     if accelerator.is_main_process:
@@ -236,6 +246,15 @@ def _initialise(cfg: Config, model: MetamorphicNet, stage: Stage, log: Logger) -
               "reconstruction MSE " + ", ".join(f"{f:g}: {e:.3e}" for f, e in errors.items()))
 
 
+def _offer(cfg, accelerator, model, ema, family, reference, stage, splits, select, log, step: int) -> None:
+    """Score the EMA network on the held-out split and offer it to the stage's selection."""
+    candidate = {"model": parallel.full_state_dict(accelerator, model), "ema": ema.state_dict(cpu=True)}
+    net = selected_network(cfg, family, reference, candidate, stage.layers).to(accelerator.device)
+    val = _validate(cfg, accelerator, net, splits)
+    kept = select.offer(step, val, candidate, accelerator.is_main_process)
+    log.scalars(step, {**{f"val/accuracy@{w:g}": a for w, a in val.items()}, "val/kept": float(kept)})
+
+
 def _save(accelerator, sdir, step, sched, ema, cfg, batches_per_epoch: int) -> None:
     micro = step * cfg.train.widths_per_step
     meta = {"config_digest": cfg.digest(), "world_size": accelerator.num_processes,
@@ -259,6 +278,8 @@ def resume_point(cfg: Config, accelerator, sdir: Path) -> Path | None:
             print(f"train.resume=none: deleting the checkpoints of {sdir}")
             for old in ckpt.checkpoints(sdir):
                 shutil.rmtree(old)
+        if accelerator.is_main_process:
+            Selection.forget(sdir)
         accelerator.wait_for_everyone()
         return None
     if how != "auto" and Path(how).resolve().parent == sdir.resolve():

@@ -214,6 +214,10 @@ def test_invalid_yaml_is_a_config_error_naming_the_file(tmp_path):
     (["train.ema_decay=1.0"], "ema_decay"),
     (["eval.samples=0"], "eval.samples"),
     (["model.width=0"], "model.width"),
+    (["train.warmup_fraction=1.0"], "warmup_fraction"),
+    (["train.warmup_steps=10"], "warmup_steps/warmup_fraction"),  # demo.yaml sets the fraction: one or the other
+    (["train.select_every=-1"], "select_every"),
+    (["train.select_every=5", "data.val_fraction=0"], "select_every"),
 ])
 def test_out_of_range_values_are_errors_naming_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -224,3 +228,12 @@ def test_digest_ignores_run_dir_but_not_training_settings():
     a = load_config(DEMO)
     assert a.digest() == load_config(DEMO, ["run_dir=/somewhere/else"]).digest()
     assert a.digest() != load_config(DEMO, ["train.lr=0.5"]).digest()
+
+
+def test_lr_warm_up_as_a_fraction_scales_with_the_stage_and_steps_override_it():
+    from neumeta_dist.train import lr_lambda
+    cfg = load_config(DEMO, ["train.warmup_fraction=0.4", "train.schedule=constant"])
+    f = lr_lambda(cfg, 300)
+    assert [f(0), f(59), f(119), f(120), f(299)] == [1 / 120, 0.5, 1.0, 1.0, 1.0]
+    f = lr_lambda(load_config(DEMO, ["train.warmup_fraction=0", "train.warmup_steps=10"]), 300)
+    assert [f(0), f(9), f(10)] == [0.1, 1.0, 1.0]

@@ -1,6 +1,8 @@
 """The stage plan (recipe.py) and how a stage's new heads start (inr_init.py)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -123,3 +125,18 @@ def test_reconstruction_warmup_fits_only_the_new_heads_and_lowers_their_error(ti
     after = net.eval().generate(1.0)
     for n, t in old_before.items():
         assert torch.equal(t, after[n]), f"{n} changed during the new heads' warm-up"
+
+
+def test_each_step_samples_full_width_first_and_with_sandwich_the_narrowest_second():
+    from neumeta_dist.config import load_config
+    from neumeta_dist.train import step_rng
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    for sandwich in (True, False):
+        cfg = load_config(demo, [f"train.sandwich={str(sandwich).lower()}", "meta.min_width=0.5"])
+        widths = [[step_rng(cfg, s, m, 0)[0] for m in range(4)] for s in range(50)]
+        assert all(w[0] == 1.0 for w in widths)
+        assert all(0.5 <= x <= 1.0 for w in widths for x in w)
+        seconds = {w[1] for w in widths}
+        assert (seconds == {0.5}) if sandwich else len(seconds) == 50
+        assert len({w[2] for w in widths}) == 50  # the rest stay uniform
