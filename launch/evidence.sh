@@ -30,6 +30,7 @@ row full $FULL "$@" --stage 0 & row groupnorm configs/ablations/groupnorm.yaml "
 echo "teachers: $(( $(date +%s) - start )) s"
 row full $FULL $B "$@" &
 row no_sandwich configs/ablations/no_sandwich.yaml $T $B "$@" &
+row skipinit configs/ablations/skipinit.yaml $T $B "$@" &
 row skipinit_authors configs/ablations/skipinit_authors.yaml $T $B "$@" &
 row random_init configs/ablations/random_init.yaml $T $B "$@" &
 row no_incremental configs/ablations/no_incremental.yaml $T $B6 "$@" &
@@ -44,12 +45,13 @@ echo "rows: $(( $(date +%s) - start )) s"
 rm -rf "$RUNS/fold" && cp -r "$RUNS/full" "$RUNS/fold" && rm -f "$RUNS/fold/results.json"
 $PY -m neumeta_dist.cli eval --run "$RUNS/fold" meta.norm=fold recipe.name=fold "$@" > "$RUNS/logs/fold.log" 2>&1
 # The table (markdown on stdout and in RUNS/table.md), the plot and each row's JSON beside it.
-ROWS="full fold no_sandwich skipinit_authors random_init no_incremental groupnorm neumeta_last_block neumeta_all_layers"
+ROWS="full fold no_sandwich skipinit skipinit_authors random_init no_incremental groupnorm neumeta_last_block neumeta_all_layers"
 $PY -m neumeta_dist.cli report --runs $(for r in $ROWS; do echo "$RUNS/$r"; done) \
   --individual "$RUNS/individual/individual.json" --out "$RUNS/table.md" \
   --command "full=train.py --config $FULL $B" \
   --command "fold=neumeta-dist eval --run <copy of full> meta.norm=fold" \
   --command "no_sandwich=train.py --config configs/ablations/no_sandwich.yaml $B" \
+  --command "skipinit=train.py --config configs/ablations/skipinit.yaml $B" \
   --command "skipinit_authors=train.py --config configs/ablations/skipinit_authors.yaml $B" \
   --command "random_init=train.py --config configs/ablations/random_init.yaml $B" \
   --command "no_incremental=train.py --config configs/ablations/no_incremental.yaml $B6" \

@@ -31,7 +31,8 @@ def _get(cfg, dotted):
     return cfg
 
 
-@pytest.mark.parametrize("path", sorted((DEMO.parent).glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(DEMO.parent.glob("*.yaml")) + sorted(DEMO.parent.glob("ablations/*.yaml")),
+                         ids=lambda p: p.name)
 def test_every_shipped_config_loads_and_holds_the_values_its_file_sets(path):
     raw = yaml.safe_load(path.read_text())
     cfg = load_config(path)
