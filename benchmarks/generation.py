@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from benchmarks.harness import open_device, bf16_peak, free, host_syncs, machine, timed, write_json
+from benchmarks.harness import add_common_args, bf16_peak, free, host_syncs, machine, timed, start, write_json
 from benchmarks.reference import ReferenceGenerator, ReferenceINR, ReferenceTable
 from neumeta_dist.config import INRConfig
 from neumeta_dist.metamorphic import MetamorphicNet
@@ -118,23 +118,18 @@ def bench_family(name: str, args, device: torch.device) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
     p.add_argument("--out", required=True, help="directory for generation_<device>.json")
     p.add_argument("--families", nargs="+", default=["resnet20", "resnet18"], choices=sorted(CLASSES))
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--num-freqs", type=int, default=16)
     p.add_argument("--activation", default="relu")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="ours (default: bf16 on cuda)")
     p.add_argument("--variants", nargs="+", default=None,
                    choices=["ours", "ours_compiled", "reference", "reference_bf16"])
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    args = p.parse_args(argv)
-    device = open_device(args.device, args.threads)
+    add_common_args(p)
+    args, device = start(p, argv)
     gpu = device.type == "cuda"
-    args.precision = args.precision or ("bf16" if gpu else "fp32")
     args.variants = args.variants or (["ours", "ours_compiled", "reference", "reference_bf16"] if gpu
                                       else ["ours", "reference"])
     torch.manual_seed(0)

@@ -4,6 +4,7 @@ Imports only torch and the standard library (the GPU image has no DeepSpeed/WebD
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import gc
 import json
@@ -30,6 +31,22 @@ def open_device(name: str, threads: int) -> torch.device:
     if threads:
         torch.set_num_threads(threads)
     return device
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """What every timed benchmark takes: the device, our precision, warm-up calls, CPU threads."""
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="ours (default: bf16 on cuda)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+
+
+def start(p: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, torch.device]:
+    """Parsed arguments (precision defaulted by device) and the opened device."""
+    args = p.parse_args(argv)
+    device = open_device(args.device, args.threads)
+    args.precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    return args, device
 
 
 def machine(device: torch.device) -> dict:

@@ -28,7 +28,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import open_device, free, host_syncs, machine, timed, write_json
+from benchmarks.harness import add_common_args, free, host_syncs, machine, timed, start, write_json
 from benchmarks.reference import PlainNet, ReferenceGenerator, ReferenceINR
 from neumeta_dist.config import INRConfig, LossConfig
 from neumeta_dist.ema import EMA
@@ -171,7 +171,6 @@ def bench_case(name: str, args, device) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
     p.add_argument("--out", required=True, help="directory for train_step_<device>.json")
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--batch", type=int, default=128, help="images per micro-batch")
@@ -180,17 +179,13 @@ def main(argv=None) -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--num-freqs", type=int, default=16)
     p.add_argument("--activation", default="relu")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="ours (default: bf16 on cuda)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="ours (default: on for cuda)")
     p.add_argument("--variants", nargs="+", default=None, choices=["ours", "ours_compiled", "reference"])
     p.add_argument("--steps", type=int, default=3, help="timed steps")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    args = p.parse_args(argv)
-    device = open_device(args.device, args.threads)
+    add_common_args(p)
+    args, device = start(p, argv)
     gpu = device.type == "cuda"
-    args.precision = args.precision or ("bf16" if gpu else "fp32")
     args.channels_last = gpu if args.channels_last is None else args.channels_last
     args.variants = args.variants or (["ours", "ours_compiled", "reference"] if gpu else ["ours", "reference"])
     settings = {k: v for k, v in vars(args).items() if k != "out"}
