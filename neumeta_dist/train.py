@@ -274,11 +274,11 @@ def resume_point(cfg: Config, accelerator, sdir: Path) -> Path | None:
     """
     how = cfg.train.resume
     if how == "none":
-        if accelerator.is_main_process and ckpt.checkpoints(sdir):
-            print(f"train.resume=none: deleting the checkpoints of {sdir}")
+        if accelerator.is_main_process:
+            if ckpt.checkpoints(sdir):
+                print(f"train.resume=none: deleting the checkpoints of {sdir}")
             for old in ckpt.checkpoints(sdir):
                 shutil.rmtree(old)
-        if accelerator.is_main_process:
             Selection.forget(sdir)
         accelerator.wait_for_everyone()
         return None
