@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 from pathlib import Path
+from typing import Callable, NoReturn
 
 import numpy as np
 import torch
@@ -34,6 +36,29 @@ def make_accelerator(seed: int = 0):
     # no sampler state, only the number of batches already consumed.
     return Accelerator(cpu=cpu_parallel and not deepspeed, kwargs_handlers=handlers, dataloader_config=DataLoaderConfiguration(
         use_seedable_sampler=True, data_seed=seed))
+
+
+def exit_skipping_teardown(entry: Callable[[], None]) -> NoReturn:
+    """Run `entry`, then end the process with its exit status, skipping Python's teardown.
+
+    Measured (2 gloo processes on a loaded 2-core machine, ~1 run in 20): a rank that had
+    finished its stage — COMPLETE written, process group destroyed, files closed — aborted
+    during interpreter teardown ("terminate called without an active exception", SIGABRT): a
+    C++ thread of torch.distributed reaching for the GIL while the interpreter is torn down.
+    The launcher then reports the stage failed and SLURM's afterok chain stops behind it.
+    Nothing is left to do at that point, so the process leaves before teardown; an exception
+    other than SystemExit still takes the normal path (traceback, status 1).
+    """
+    try:
+        entry()
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    if isinstance(status, str):  # SystemExit("error: ...") prints its message, status 1
+        print(status, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status if isinstance(status, int) else int(status is not None))
 
 
 def seed_everything(seed: int) -> None:

@@ -61,7 +61,10 @@ class Runs:
 
     def get(self, kind: str, mode: str = "ddp"):
         if (kind, mode) not in self.cache:
+            self.cache[kind, mode] = None  # a run that fails is reported once, by the first test using it
             self.cache[kind, mode] = getattr(self, kind)(mode)
+        if self.cache[kind, mode] is None:
+            pytest.fail(f"the shared {kind} run ({mode}) failed: see the first test that used it")
         return self.cache[kind, mode]
 
     def teacher(self, mode: str) -> Path:

@@ -162,3 +162,20 @@ def test_training_is_deterministic_on_cpu(run, tmp_path):
     a = torch.load(run / "stage_1" / "final.pt", weights_only=False)["model"]
     b = torch.load(again / "stage_1" / "final.pt", weights_only=False)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("body, status, stderr", [
+    ("pass", 0, ""),
+    ("raise SystemExit(75)", 75, ""),  # preempted: the requeued job resumes
+    ("raise SystemExit('error: bad config')", 1, "error: bad config"),
+    ("raise ValueError('a bug')", 1, "ValueError: a bug"),
+])
+def test_the_training_entry_point_exits_with_the_status_of_its_run(body, status, stderr):
+    """launch/train.py leaves through `exit_skipping_teardown`: same statuses and messages as a
+    normal exit, and output still buffered in a pipe is written."""
+    code = ("import sys\nfrom neumeta_dist.runtime import exit_skipping_teardown\n"
+            f"def entry():\n    print('buffered', end='')\n    {body}\nexit_skipping_teardown(entry)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == status, out.stderr
+    assert out.stdout == "buffered"
+    assert stderr in out.stderr and (stderr or out.stderr == "")
