@@ -13,7 +13,7 @@ def _run_context(run: Path, overrides: list[str], result: dict | None = None):
     have a finished stage unless `result`, a consolidated checkpoint, replaces it)."""
     from .config import load_config
     from .data import load_splits
-    from .teacher import family_from_config, teacher_dir
+    from .teacher import family_from_config, load_teacher, teacher_dir
     from .train import completed_stages, stage_plan
 
     cfg_path = run / "config.yaml"
@@ -25,7 +25,10 @@ def _run_context(run: Path, overrides: list[str], result: dict | None = None):
     stages = stage_plan(cfg, family)
     if result is None and completed_stages(cfg, stages) == 0:
         raise SystemExit(f"error: {run} has no finished stage (no stage_1/COMPLETE): finish training first")
-    teacher = ckpt.load_torch(teacher_dir(cfg) / "teacher.pt", "teacher checkpoint")
+    teacher = load_teacher(cfg, family)  # a run trained with `teacher.checkpoint` has no copy of its own
+    if teacher is None:
+        raise SystemExit(f"error: {teacher_dir(cfg) / 'teacher.pt'} not found and teacher.checkpoint is unset: "
+                         "run stage 0 (`launch/train.py --stage 0`) first")
     reference = ckpt.load_torch(teacher_dir(cfg) / "reference.pt", "teacher reference")
     return cfg, splits, family, teacher, reference, stages
 

@@ -34,17 +34,26 @@ def teacher_dir(cfg: Config) -> Path:
     return Path(cfg.run_dir) / "teacher"
 
 
-def train_teacher(cfg: Config, accelerator, splits: Splits, family: ResNetFamily) -> dict:
-    """Train with SGD + cosine, or load `teacher.checkpoint`; returns the teacher artefact."""
+def load_teacher(cfg: Config, family: ResNetFamily) -> dict | None:
+    """The run's own teacher artefact, else `teacher.checkpoint`'s; None when it has neither."""
     path = teacher_dir(cfg) / "teacher.pt"
     if path.exists():
         return load_torch(path, "teacher checkpoint")
-    if cfg.teacher.checkpoint:
-        art = load_torch(Path(cfg.teacher.checkpoint), "teacher checkpoint (teacher.checkpoint)")
-        if art.get("family") != dataclasses.asdict(family):
-            raise ValueError(f"teacher.checkpoint {cfg.teacher.checkpoint} is a {art.get('family')} network, "
-                             f"the config asks for {dataclasses.asdict(family)}: fix model.* or the path")
+    if not cfg.teacher.checkpoint:
+        return None
+    art = load_torch(Path(cfg.teacher.checkpoint), "teacher checkpoint (teacher.checkpoint)")
+    if art.get("family") != dataclasses.asdict(family):
+        raise ValueError(f"teacher.checkpoint {cfg.teacher.checkpoint} is a {art.get('family')} network, "
+                         f"the config asks for {dataclasses.asdict(family)}: fix model.* or the path")
+    return art
+
+
+def train_teacher(cfg: Config, accelerator, splits: Splits, family: ResNetFamily) -> dict:
+    """Train with SGD + cosine, or load the run's or `teacher.checkpoint`'s; returns the teacher artefact."""
+    art = load_teacher(cfg, family)
+    if art is not None:
         return art
+    path = teacher_dir(cfg) / "teacher.pt"
     net, test = fit(Teacher(family), cfg, accelerator, splits, "teacher")
     art = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
            "family": dataclasses.asdict(family), "accuracy": test,

@@ -116,6 +116,25 @@ def test_eval_command_rewrites_results_for_requested_widths(run, tmp_path):
     assert [w["width"] for w in r["widths"]] == [0.6, 1.0]
 
 
+def test_eval_of_a_run_trained_with_an_external_teacher_reads_teacher_checkpoint(run, tmp_path):
+    """A run started with `teacher.checkpoint=…` has no teacher.pt of its own (launch/evidence.sh
+    rows): eval finds the teacher where training did and scores as the run itself did."""
+    import shutil
+    import yaml
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.move(copy / "teacher" / "teacher.pt", tmp_path / "shared_teacher.pt")
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    cfg["teacher"]["checkpoint"] = str(tmp_path / "shared_teacher.pt")
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = cli("eval", "--run", str(copy))
+    assert out.returncode == 0, out.stderr
+    assert json.loads((copy / "results.json").read_text()) == json.loads((run / "results.json").read_text())
+    (tmp_path / "shared_teacher.pt").unlink()
+    out = cli("eval", "--run", str(copy))
+    assert out.returncode == 1 and "shared_teacher.pt not found" in out.stderr
+
+
 def test_a_stage_refuses_to_start_when_the_previous_one_is_incomplete(run, tmp_path):
     import shutil
     copy = tmp_path / "run"
