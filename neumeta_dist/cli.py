@@ -209,5 +209,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {e}") from None
 
 
+def entry() -> None:
+    """The `neumeta-dist` command (pyproject), run under `accelerate launch` too: leaves like
+    launch/train.py, without interpreter teardown."""
+    from .runtime import exit_skipping_teardown
+    exit_skipping_teardown(lambda: main(sys.argv[1:]))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    entry()
