@@ -26,7 +26,8 @@ from benchmarks.harness import add_common_args, bf16_peak, free, host_syncs, mac
 from benchmarks.reference import ReferenceGenerator, ReferenceINR, ReferenceTable
 from neumeta_dist.config import INRConfig
 from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models.resnet import Teacher, build_family
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher
 
 CLASSES = {"resnet20": 10, "resnet56": 10, "resnet18": 1000, "resnet50": 1000}  # CIFAR / ImageNet heads
 

@@ -34,7 +34,8 @@ import torch.multiprocessing as mp
 
 from neumeta_dist.config import INRConfig
 from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models.resnet import Teacher, build_family
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher
 from neumeta_dist.generation import generation_strategy
 
 INRS = {"demo": dict(hidden=64, layers=2, num_freqs=8),  # configs/demo.yaml

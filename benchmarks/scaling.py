@@ -47,7 +47,8 @@ def worker(args) -> None:
     from neumeta_dist.config import load_config
     from neumeta_dist.execution import Execution
     from neumeta_dist.generation import generation_strategy
-    from neumeta_dist.models.resnet import Teacher, build_family
+    from neumeta_dist.models import build_family
+    from neumeta_dist.models.family import Teacher
     from neumeta_dist.runtime import make_accelerator, seed_everything, set_threads
     from neumeta_dist.train import _param_groups, build_net, train_step
 

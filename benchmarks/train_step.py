@@ -35,7 +35,8 @@ from neumeta_dist.ema import EMA
 from neumeta_dist.execution import Execution
 from neumeta_dist.losses import kd, reconstruction, regulariser, step_losses
 from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models.resnet import Teacher, build_family
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher
 
 CASES = {"fmnist-resnet20": dict(family="resnet20", channels=1, side=28, classes=10),
          "imagenet-resnet18": dict(family="resnet18", channels=3, side=224, classes=1000)}

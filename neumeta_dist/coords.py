@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .execution import upload
-from .models.resnet import Layer
+from .models.family import Layer
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from .checkpoint import atomic_write_text
 from .config import Config
 from .data import load_splits
-from .models.resnet import Teacher, parameter_count
+from .models.family import Teacher, parameter_count
 from .recipe import generated_layers, metamorphic_groups
 from .runtime import make_accelerator, seed_everything, set_threads
 from .teacher import family_from_config, fit

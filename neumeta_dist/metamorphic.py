@@ -29,7 +29,7 @@ from .config import INRConfig
 from .coords import CoordTable, build_table, centre_columns, normalise, split_output
 from .execution import upload
 from .inr import INR
-from .models.resnet import Layer, ResNetFamily, apply_layer, parameter_count
+from .models.family import Family, Layer, apply_layer, parameter_count
 from .generation import Generation, replicated
 from .recipe import metamorphic_groups
 
@@ -38,7 +38,7 @@ TABLE_CACHE = 32  # coordinate tables kept (least recently used dropped; a ResNe
 
 
 class MetamorphicNet(nn.Module):
-    def __init__(self, family: ResNetFamily, reference: Mapping[str, torch.Tensor],
+    def __init__(self, family: Family, reference: Mapping[str, torch.Tensor],
                  planned: tuple[Layer, ...], inr: INRConfig, scale: str = "inner",
                  norm: str = "skipinit", train_head: bool = False, alpha_init: float = 0.0):
         super().__init__()

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import torch
 
-from .models.resnet import apply_layer
+from .models.family import apply_layer
 
 
 def channel_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

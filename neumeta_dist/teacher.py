@@ -20,11 +20,12 @@ from .checkpoint import atomic_torch_save, load_torch
 from .config import Config
 from .data import Splits, sample_images, train_batches
 from .evaluate import accuracy
-from .models.resnet import ResNetFamily, Teacher, apply_layer, build_family, parameter_count
+from .models import build_family
+from .models.family import Family, Teacher, apply_layer, parameter_count
 from .runtime import Logger
 
 
-def family_from_config(cfg: Config, splits: Splits) -> ResNetFamily:
+def family_from_config(cfg: Config, splits: Splits) -> Family:
     m = cfg.model
     norm = "group" if cfg.meta.norm == "groupnorm" else "batch"
     return build_family(m.family, m.width, tuple(m.channels) or None, splits.in_channels, splits.num_classes, norm)
@@ -34,7 +35,7 @@ def teacher_dir(cfg: Config) -> Path:
     return Path(cfg.run_dir) / "teacher"
 
 
-def load_teacher(cfg: Config, family: ResNetFamily) -> dict | None:
+def load_teacher(cfg: Config, family: Family) -> dict | None:
     """The run's own teacher artefact, else `teacher.checkpoint`'s; None when it has neither."""
     path = teacher_dir(cfg) / "teacher.pt"
     if path.exists():
@@ -48,7 +49,7 @@ def load_teacher(cfg: Config, family: ResNetFamily) -> dict | None:
     return art
 
 
-def train_teacher(cfg: Config, accelerator, splits: Splits, family: ResNetFamily) -> dict:
+def train_teacher(cfg: Config, accelerator, splits: Splits, family: Family) -> dict:
     """Train with SGD + cosine, or load the run's or `teacher.checkpoint`'s; returns the teacher artefact."""
     art = load_teacher(cfg, family)
     if art is not None:
@@ -112,7 +113,7 @@ def _plain(accelerator, prepared, template: Teacher) -> Teacher:
 
 
 @torch.no_grad()
-def build_reference(cfg: Config, accelerator, family: ResNetFamily, art: dict, splits: Splits) -> dict:
+def build_reference(cfg: Config, accelerator, family: Family, art: dict, splits: Splits) -> dict:
     """Folded (+ smoothed) teacher weights; checks the permutation kept the function."""
     path = teacher_dir(cfg) / "reference.pt"
     if path.exists():

@@ -34,7 +34,7 @@ from .evaluate import accuracy, network_at, results_table, sweep, write_results
 from .inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
 from .losses import step_losses
 from .metamorphic import MetamorphicNet
-from .models.resnet import ResNetFamily, Teacher
+from .models.family import Family, Teacher
 from .generation import generation_strategy
 from .probe import Probe
 from .recipe import Stage, generated_layers, plan
@@ -47,13 +47,13 @@ class StageError(RuntimeError):
     pass
 
 
-def build_net(cfg: Config, family: ResNetFamily, reference: dict) -> MetamorphicNet:
+def build_net(cfg: Config, family: Family, reference: dict) -> MetamorphicNet:
     """The INR with a head for every tensor of the whole plan (all active until `activate`)."""
     return MetamorphicNet(family, reference, generated_layers(family, cfg.meta.generated), cfg.inr,
                           cfg.meta.scale, cfg.meta.norm, cfg.meta.train_head, cfg.meta.alpha_init)
 
 
-def stage_plan(cfg: Config, family: ResNetFamily) -> tuple[Stage, ...]:
+def stage_plan(cfg: Config, family: Family) -> tuple[Stage, ...]:
     return plan(family, cfg.meta.generated, cfg.recipe.incremental, cfg.recipe.units_per_stage)
 
 
@@ -101,7 +101,7 @@ def lr_lambda(cfg: Config, total: int):
     return f
 
 
-def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, reference: dict,
+def train_stage(cfg: Config, accelerator, splits: Splits, family: Family, reference: dict,
                 stages: tuple[Stage, ...], k: int, teacher: Teacher | None = None) -> dict:
     """Train (or resume) stage k; writes `final.pt` and `COMPLETE` last."""
     tc, micro_batches, stage, sdir = cfg.train, cfg.train.widths_per_step, stages[k - 1], stage_dir(cfg, k)
@@ -212,7 +212,7 @@ def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Executio
     return full_terms
 
 
-def _stage_start(cfg: Config, family: ResNetFamily, reference: dict, stages: tuple[Stage, ...],
+def _stage_start(cfg: Config, family: Family, reference: dict, stages: tuple[Stage, ...],
                  k: int) -> MetamorphicNet:
     """Stage k's network before training: stage k−1's selected network, stage k's layers active."""
     net = build_net(cfg, family, reference["weights"])
@@ -325,7 +325,7 @@ def _validate(cfg, accelerator, net: MetamorphicNet, splits) -> dict[float, floa
     return out
 
 
-def selected_network(cfg: Config, family: ResNetFamily, reference: dict, result: dict,
+def selected_network(cfg: Config, family: Family, reference: dict, result: dict,
                      layers) -> MetamorphicNet:
     """The network a stage result (final.pt or a consolidated checkpoint) selects: its EMA
     weights unless eval.use_ema=false, generating `layers`, in eval mode."""
@@ -339,7 +339,7 @@ def selected_network(cfg: Config, family: ResNetFamily, reference: dict, result:
     return net.eval()
 
 
-def load_trained(cfg: Config, family: ResNetFamily, reference: dict, stages: tuple[Stage, ...],
+def load_trained(cfg: Config, family: Family, reference: dict, stages: tuple[Stage, ...],
                  k: int) -> MetamorphicNet:
     """Stage k's selected network (EMA weights unless eval.use_ema=false), stage k's layers active."""
     final = ckpt.load_torch(stage_dir(cfg, k) / "final.pt", f"stage {k} result")
@@ -359,7 +359,7 @@ def completed_stages(cfg: Config, stages: tuple[Stage, ...]) -> int:
     return n
 
 
-def evaluate_run(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, reference: dict,
+def evaluate_run(cfg: Config, accelerator, splits: Splits, family: Family, reference: dict,
                  teacher_art: dict, stages: tuple[Stage, ...], result: dict | None = None) -> dict:
     """Width sweep of the last complete stage (or of `result`, a consolidated checkpoint);
     writes results.{json,md} and the plot."""

@@ -10,7 +10,8 @@ import torch
 
 from neumeta_dist.config import INRConfig
 from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models.resnet import Teacher, build_family
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher
 from neumeta_dist.recipe import generated_layers
 
 

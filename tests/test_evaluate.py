@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from neumeta_dist.evaluate import accuracy, merged_weights, results_table, sweep, write_results
-from neumeta_dist.models.resnet import parameter_count
+from neumeta_dist.models.family import parameter_count
 
 from conftest import make_net
 

@@ -20,7 +20,8 @@ from benchmarks.reference import ReferenceGenerator, ReferenceINR
 from neumeta_dist.config import ConfigError, load_config
 from neumeta_dist.execution import Execution
 from neumeta_dist.inr import INR
-from neumeta_dist.models.resnet import Teacher, build_family
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher
 
 from conftest import make_net
 
