@@ -50,7 +50,8 @@ def worker(args) -> None:
     from neumeta_dist.models import build_family
     from neumeta_dist.models.family import Teacher
     from neumeta_dist.runtime import make_accelerator, seed_everything, set_threads
-    from neumeta_dist.train import _param_groups, build_net, train_step
+    from neumeta_dist.train import _param_groups, train_step
+    from neumeta_dist.trained import build_net
 
     set_threads()
     cfg = load_config(None, [f"model.family={args.family}", f"model.width={args.width}", f"inr.hidden={args.hidden}",

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .norms import NORMS, norm_strategy
+
 
 class ConfigError(ValueError):
     pass
@@ -84,8 +86,8 @@ class MetaConfig:
     min_width: float = 0.25  # training range, as fractions of the full width
     max_width: float = 1.0
     # How the student replaces BN: fold + SkipInit α | plain fold | fold + per-width
-    # recalibration | GroupNorm in teacher and student (norms.py, models/resnet.py)
-    norm: str = choice("skipinit", "fold", "recalib", "groupnorm")
+    # recalibration | GroupNorm in teacher and student (norms.py: the strategy objects)
+    norm: str = choice(*NORMS)
     alpha_init: float = 0.0  # SkipInit's residual scale of a newly generated block (0: identity)
     train_head: bool = True  # a classifier that is not generated is trained, shared across widths
 
@@ -306,7 +308,7 @@ def _validate(cfg: Config, source: str) -> None:
         (cfg.recipe.units_per_stage >= 1, "recipe.units_per_stage", "need >= 1"),
         (cfg.recipe.init != "recon" or cfg.recipe.warmup_steps > 0, "recipe.warmup_steps",
          "init=recon fits the new heads by a warm-up: set recipe.warmup_steps > 0 (e.g. 1000)"),
-        (cfg.meta.norm != "skipinit" or cfg.model.family != "lenet", "meta.norm",
+        (not norm_strategy(cfg.meta.norm).skipinit or cfg.model.family != "lenet", "meta.norm",
          "lenet has no residual blocks for SkipInit: use meta.norm=fold"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction", "need 0 <= val_fraction < 1"),
         (cfg.data.batch_size >= 1, "data.batch_size", "need >= 1"),

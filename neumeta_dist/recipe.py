@@ -19,8 +19,12 @@ teacher's weights has a fixed shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .models.family import CLASSES, IMAGE, Family, Layer
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,17 @@ def plan(family: Family, which: str, incremental: bool = True, per_stage: int = 
     us = units(family, which)
     step = per_stage if incremental else len(us)
     return tuple(Stage(k + 1, us[i:i + step], us[:i + step]) for k, i in enumerate(range(0, len(us), step)))
+
+
+def stage_plan(cfg: "Config", family: Family) -> tuple[Stage, ...]:
+    """The config's plan (meta.generated, recipe.incremental, recipe.units_per_stage)."""
+    return plan(family, cfg.meta.generated, cfg.recipe.incremental, cfg.recipe.units_per_stage)
+
+
+def steps_per_stage(cfg: "Config", n_train: int) -> int:
+    """Optimiser steps of one stage: train.max_steps, or train.epochs over the training split."""
+    per_step = cfg.data.batch_size * cfg.train.widths_per_step
+    return cfg.train.max_steps or max(1, int(cfg.train.epochs * n_train / per_step))
 
 
 def generated_layers(family: Family, which: str) -> tuple[Layer, ...]:

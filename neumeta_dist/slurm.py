@@ -24,6 +24,7 @@ import submitit
 import yaml
 
 from .config import ConfigError, _build  # the typed loader of the experiment configs
+from .run import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout whose launch/train.py the jobs run
 
@@ -119,16 +120,6 @@ def accelerate_command(prof: Profile, where: Rendezvous, train_args: list[str]) 
     return [*cmd, str(ROOT / "launch" / "train.py"), *train_args]
 
 
-def stage_complete(run_dir: Path, k: int) -> bool:
-    """Stage 0 (teacher + smoothing) ends with reference.pt, an INR stage with COMPLETE."""
-    return (run_dir / ("teacher/reference.pt" if k == 0 else f"stage_{k}/COMPLETE")).is_file()
-
-
-def stage_input(run_dir: Path, k: int) -> Path:
-    """What stage k starts from: the smoothed teacher for stage 1, stage k−1's result after."""
-    return run_dir / "teacher" / "reference.pt" if k == 1 else run_dir / f"stage_{k - 1}" / "final.pt"
-
-
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -157,10 +148,10 @@ class StageJob(submitit.helpers.Checkpointable):
     run_dir: str
 
     def __call__(self) -> dict:
-        run_dir = Path(self.run_dir)
+        run = RunDir(self.run_dir)
         where = Rendezvous.from_slurm()
         if self.stage > 0 and where.node_rank == 0:  # provenance: the hand-off, by content
-            src = stage_input(run_dir, self.stage)
+            src = run.stage_input(self.stage)
             print(f"stage {self.stage} starts from {src} sha256:{digest(src)}", flush=True)
         cmd = accelerate_command(self.profile, where, ["--config", self.config, "--stage", str(self.stage),
                                                        *self.overrides])
@@ -170,7 +161,7 @@ class StageJob(submitit.helpers.Checkpointable):
             status = proc.wait()
         finally:  # Submitit exits on the requeue signal: first let the stage write its checkpoint
             proc.wait()
-        if not stage_complete(run_dir, self.stage):
+        if not run.stage_complete(self.stage):
             raise StageFailed(f"stage {self.stage} ended with status {status} before it was complete "
                               f"(its error is in this job's log)")
         return {"stage": self.stage, "node_rank": where.node_rank}

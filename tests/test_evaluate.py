@@ -1,4 +1,4 @@
-"""neumeta_dist.evaluate: accuracy, merged networks, the width sweep and its written outputs."""
+"""accuracy.py, sweep.py, results.py: accuracy, merged networks, the width sweep and its written outputs."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from neumeta_dist.evaluate import accuracy, merged_weights, results_table, sweep, write_results
+from neumeta_dist.accuracy import accuracy
+from neumeta_dist.results import results_table, write_results
+from neumeta_dist.sweep import merged_weights, sweep
 from neumeta_dist.models.family import parameter_count
 
 from conftest import make_net

@@ -6,7 +6,7 @@ import torch
 
 from neumeta_dist.inr_init import subsample_index
 from neumeta_dist.models.family import apply_layer
-from neumeta_dist.norms import channel_stats, layer_stats, recalibrate
+from neumeta_dist.recalib import channel_stats, layer_stats, recalibrate
 
 from conftest import make_net
 
