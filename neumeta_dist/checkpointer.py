@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from . import parallel
+from .distributed import data_parallel as parallel
 from .config import Config
 from .run import FINAL, RunDir
 from .selection import Selection

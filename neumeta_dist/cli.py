@@ -10,7 +10,7 @@ from . import checkpoint as ckpt
 
 def cmd_eval(args) -> None:
     from .results import results_table
-    from .runtime import make_accelerator
+    from .distributed.accelerator import make_accelerator
     from .trained import evaluate_run, open_run
 
     overrides = list(args.overrides) + [f"run_dir={args.run}"]
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
 def entry() -> None:
     """The `neumeta-dist` command (pyproject), run under `accelerate launch` too: leaves like
     launch/train.py, without interpreter teardown."""
-    from .runtime import exit_skipping_teardown
+    from .process import exit_skipping_teardown
     exit_skipping_teardown(lambda: main(sys.argv[1:]))
 
 

@@ -131,7 +131,7 @@ class TrainConfig:
     max_steps: int = 0  # > 0 fixes the optimiser steps of each stage
     widths_per_step: int = 4  # micro-batches per step: one at full width, the rest sampled
     sandwich: bool = False  # the second micro-batch at min_width (the authors: off)
-    # The INR call of a step: on every rank, or each rank a slice of the rows (generation.py)
+    # The INR call of a step: on every rank, or each rank a slice of the rows (distributed/coordinate_parallel.py)
     generation: str = choice("replicated", "coordinate_parallel")
     lr: float = 8e-4  # INR
     weight_decay: float = 1e-4

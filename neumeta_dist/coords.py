@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .execution import upload
+from .device import upload
 from .models.family import Layer
 
 

@@ -13,7 +13,8 @@ from .checkpoint import atomic_write_text
 from .config import Config
 from .models.family import Teacher, parameter_count
 from .recipe import generated_layers, metamorphic_groups
-from .runtime import make_accelerator, seed_everything, set_threads
+from .distributed.accelerator import make_accelerator
+from .process import seed_everything, set_threads
 from .run import RunContext
 from .teacher import fit
 

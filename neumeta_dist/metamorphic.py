@@ -27,10 +27,10 @@ import torch.nn as nn
 
 from .config import INRConfig
 from .coords import CoordTable, build_table, centre_columns, normalise, split_output
-from .execution import upload
+from .device import upload
 from .inr import INR
 from .models.family import Family, Layer, apply_layer, parameter_count
-from .generation import Generation, replicated
+from .distributed.coordinate_parallel import Generation, replicated
 from .norms import Norm, norm_strategy
 from .recipe import metamorphic_groups
 
@@ -71,7 +71,7 @@ class MetamorphicNet(nn.Module):
                 self.shared[_buf(n)] = nn.Parameter(self.reference(n).clone())
         self._tables: collections.OrderedDict[tuple, tuple[CoordTable, list]] = collections.OrderedDict()
         self.compile_student = False
-        # How the INR call is spread over ranks (generation.py); training installs its strategy.
+        # How the INR call is spread over ranks (distributed/coordinate_parallel.py); training installs its strategy.
         self.generation: Generation = replicated
         self.activate(planned)
 

@@ -10,14 +10,16 @@ import argparse
 import sys
 
 from . import checkpoint as ckpt
-from . import parallel, probe
+from . import probe
+from .distributed import data_parallel as parallel
 from .checkpointer import Checkpointer
 from .config import Config, ConfigError, load_config, save_config
 from .data import DataError
 from .models.family import Teacher
 from .results import results_table
 from .run import RunContext, RunDir, StageError
-from .runtime import make_accelerator, seed_everything, set_threads
+from .distributed.accelerator import make_accelerator
+from .process import seed_everything, set_threads
 from .teacher import build_reference, train_teacher
 from .train import train_stage
 from .trained import evaluate_run

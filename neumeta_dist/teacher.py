@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import parallel
+from .distributed import data_parallel as parallel
 from .checkpoint import atomic_torch_save, load_torch
 from .config import Config
 from .data import Splits, sample_images, train_batches
@@ -24,7 +24,7 @@ from .models import build_family
 from .models.family import Family, Teacher, apply_layer, parameter_count
 from .norms import norm_strategy
 from .run import RunDir
-from .runtime import Logger
+from .logger import Logger
 
 
 def family_from_config(cfg: Config, splits: Splits) -> Family:

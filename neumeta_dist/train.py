@@ -22,14 +22,15 @@ import math
 import random
 
 import torch
-from . import parallel, preemption
+from .distributed import data_parallel as parallel
+from .distributed import preemption
 from .accuracy import accuracy
 from .checkpointer import Checkpointer
 from .config import Config
 from .data import train_batches
 from .ema import EMA
 from .execution import Execution
-from .generation import generation_strategy
+from .distributed.coordinate_parallel import generation_strategy
 from .inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
 from .losses import step_losses
 from .metamorphic import MetamorphicNet
@@ -37,7 +38,7 @@ from .models.family import Teacher
 from .probe import Callback
 from .recipe import Stage, steps_per_stage
 from .run import RunContext
-from .runtime import Logger
+from .logger import Logger
 from .selection import Selection
 from .sweep import network_at
 from .trained import build_net, calibration_batch, load_trained, selected_network

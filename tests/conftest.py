@@ -1,7 +1,7 @@
 """Shared builders for the smallest real networks the tests need.
 
 `make_net` is the one place that knows how a MetamorphicNet is put together (mirroring
-`neumeta_dist.train.build_net`): if its constructor changes, only this file follows.
+`neumeta_dist.trained.build_net`): if its constructor changes, only this file follows.
 """
 from __future__ import annotations
 

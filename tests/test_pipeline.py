@@ -192,7 +192,7 @@ def test_training_is_deterministic_on_cpu(run, tmp_path):
 def test_the_training_entry_point_exits_with_the_status_of_its_run(body, status, stderr):
     """launch/train.py leaves through `exit_skipping_teardown`: same statuses and messages as a
     normal exit, and output still buffered in a pipe is written."""
-    code = ("import sys\nfrom neumeta_dist.runtime import exit_skipping_teardown\n"
+    code = ("import sys\nfrom neumeta_dist.process import exit_skipping_teardown\n"
             f"def entry():\n    print('buffered', end='')\n    {body}\nexit_skipping_teardown(entry)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == status, out.stderr
