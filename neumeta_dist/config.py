@@ -207,15 +207,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return cfg
 
 
-def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def read_yaml(path: Path, what: str, not_found: str) -> Any:
+    """A YAML file's content ({} when empty); a missing file raises `not_found`, invalid YAML
+    a one-line error naming `what` and the file (experiment configs, SLURM profiles)."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found (pass an existing YAML, e.g. configs/demo.yaml)")
-    if path.resolve() in seen:
-        raise ConfigError(f"config {path}: 'base' chain loops back to itself")
+        raise ConfigError(not_found)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{what} {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path.is_file() and path.resolve() in seen:
+        raise ConfigError(f"config {path}: 'base' chain loops back to itself")
+    data = read_yaml(path, "config", f"config file {path} not found (pass an existing YAML, e.g. configs/demo.yaml)")
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: top level must be a mapping of sections")
     base = data.pop("base", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 
 class Logger:
@@ -30,6 +31,17 @@ class Logger:
         rate = self._n / max(now - self._t, 1e-9)
         self._t, self._n = now, 0
         return rate
+
+    def step(self, step: int, values: Callable[[], dict[str, float]], loss_key: str, lr: float,
+             faults: dict[str, float], prefix: str = "") -> None:
+        """One logged step of a training loop (the teacher's and the stage loop's alike):
+        throughput since the last one, then the loop's scalars — `values` reads them back from
+        the device only now, and runs on every rank (it may gather) — lr, images/s and the data
+        faults; the bar shows `values()[loss_key]`."""
+        ips = self.throughput()
+        vals = values()
+        self.scalars(step, {**vals, f"{prefix}lr": lr, f"{prefix}images_per_s": ips, **faults})
+        self.progress(step, loss=vals[loss_key], img_s=ips)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.active:

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import submitit
-import yaml
 
-from .config import ConfigError, _build  # the typed loader of the experiment configs
+from .config import ConfigError, _build, read_yaml  # the typed loader of the experiment configs
 from .run import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout whose launch/train.py the jobs run
@@ -56,12 +55,7 @@ class Profile:
 def load_profile(path: str | Path) -> Profile:
     """The profile, validated like an experiment config: one-line errors naming file and key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"profile {path} not found (pass one of slurm/*.yaml, e.g. slurm/local.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"profile {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path, "profile", f"profile {path} not found (pass one of slurm/*.yaml, e.g. slurm/local.yaml)")
     prof = _build(Profile, raw, prefix="", source=str(path))
     checks = [(prof.nodes >= 1, "nodes", "need >= 1"), (prof.time_min >= 1, "time_min", "need >= 1"),
               (min(prof.gpus_per_node, prof.processes_per_node, prof.max_requeues) >= 0,

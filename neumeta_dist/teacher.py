@@ -88,10 +88,8 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str) -> 
             step += 1
             log.count(len(x) * accelerator.num_processes)
             if step % cfg.train.log_every == 0:
-                ips = log.throughput()
-                log.scalars(step, {f"{name}/loss": loss.item(), f"{name}/lr": sched.get_last_lr()[0],
-                                   f"{name}/images_per_s": ips, **data.fault_scalars()})
-                log.progress(step, loss=loss.item(), img_s=ips)
+                log.step(step, lambda: {f"{name}/loss": loss.item()}, f"{name}/loss", sched.get_last_lr()[0],
+                         data.fault_scalars(), prefix=f"{name}/")
         val = accuracy(_plain(accelerator, model, template), splits.val, cfg.data.eval_batch_size, accelerator)
         log.scalars(step, {f"{name}/val_accuracy": val})
         log.print(f"{name} epoch {epoch + 1}/{tc.epochs}: val accuracy {val:.4f}")

@@ -118,7 +118,8 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
             ema.update(model)
         done = step + 1
         if done % tc.log_every == 0 or done == total:
-            _log_step(accelerator, model, log, done, full_terms, sched, data)
+            log.step(done, lambda: _step_scalars(accelerator, model, full_terms), "loss/total",
+                     sched.get_last_lr()[0], data.fault_scalars())
         if select.due(done, total):
             _offer(ctx, accelerator, model, ema, stage, select, log, done)
         if stop.requested(accelerator) and done < total:  # preempted or near the time limit
@@ -199,16 +200,13 @@ def _initialise(cfg: Config, model: MetamorphicNet, stage: Stage, log: Logger) -
               "reconstruction MSE " + ", ".join(f"{f:g}: {e:.3e}" for f, e in errors.items()))
 
 
-def _log_step(accelerator, model, log: Logger, done: int, full_terms: dict, sched, data) -> None:
-    """The step's full-width losses, α, lr, throughput and data faults (TensorBoard + bar);
-    reading the losses back syncs, so it happens only every `train.log_every` steps."""
-    ips = log.throughput()
+def _step_scalars(accelerator, model, full_terms: dict) -> dict[str, float]:
+    """The step's full-width losses and every α; reading them back syncs, so it happens only
+    every `train.log_every` steps (gathering α is a collective under ZeRO-3: every rank)."""
     full_terms = {n: v.item() for n, v in full_terms.items()}
     with parallel.gathered(accelerator, model):
         alphas = {f"alpha/{b}": a.item() for b, a in model.alphas().items()}
-    log.scalars(done, {**full_terms, **alphas, "lr": sched.get_last_lr()[0], "images_per_s": ips,
-                       **data.fault_scalars()})
-    log.progress(done, loss=full_terms["loss/total"], img_s=ips)
+    return {**full_terms, **alphas}
 
 
 def _offer(ctx: RunContext, accelerator, model, ema, stage: Stage, select: Selection, log: Logger,
