@@ -1,8 +1,8 @@
 """Forward+backward time of generating every tensor of a network at full width: our one batched
 INR call against the reference's per-layer masked loop (benchmarks/reference.py), same INR.
 
-    PYTHONPATH=. python benchmarks/generation.py --device cuda --out runs/bench
-    PYTHONPATH=. python benchmarks/generation.py --device cpu --out runs/bench --hidden 64 --layers 2
+    python benchmarks/generation.py --device cuda --out runs/bench
+    python benchmarks/generation.py --device cpu --out runs/bench --hidden 64 --layers 2
 
 Variants, all timed in this one process on the same parameters (the reference MLPs are
 loaded from our INR's heads, so both emit the same weights):
@@ -18,7 +18,12 @@ and backward (no input gradient for the first layer). Writes `<out>/generation_<
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python benchmarks/<x>.py`: import as `python -m benchmarks.<x>` does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
