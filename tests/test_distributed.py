@@ -155,7 +155,8 @@ def test_every_rank_ends_with_the_same_whole_network(runs, mode):
     run = runs.get("uninterrupted", mode)
     r0, r1 = (torch.load(run / "trace" / f"final_rank{r}_stage1.pt", weights_only=False) for r in (0, 1))
     final = _final(run)
-    assert _max_diff(r0["model"], r1["model"]) == 0 and _max_diff(r0["model"], final["model"]) == 0
+    # (rank 0's dump and final.pt are written from one dict: comparing them would test nothing)
+    assert _max_diff(r0["model"], r1["model"]) == 0
     assert _max_diff(r0["ema"]["shadow"], r1["ema"]["shadow"]) == 0
     total = sum(v.numel() for v in final["model"].values())
     if mode == "zero3":  # each rank stores only its partition of every parameter
