@@ -1,8 +1,8 @@
 """Forward+backward time of generating every tensor of a network at full width: our one batched
 INR call against the reference's per-layer masked loop (benchmarks/reference.py), same INR.
 
-    PYTHONPATH=. python benchmarks/generation.py --device cuda --out runs/bench
-    PYTHONPATH=. python benchmarks/generation.py --device cpu --out runs/bench --hidden 64 --layers 2
+    python benchmarks/generation.py --device cuda --out runs/bench
+    python benchmarks/generation.py --device cpu --out runs/bench --hidden 64 --layers 2
 
 Variants, all timed in this one process on the same parameters (the reference MLPs are
 loaded from our INR's heads, so both emit the same weights):
@@ -18,7 +18,12 @@ and backward (no input gradient for the first layer). Writes `<out>/generation_<
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python benchmarks/<x>.py`: import as `python -m benchmarks.<x>` does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
@@ -26,7 +31,8 @@ from benchmarks.harness import add_common_args, bf16_peak, free, host_syncs, mac
 from benchmarks.reference import ReferenceGenerator, ReferenceINR, ReferenceTable
 from neumeta_dist.config import INRConfig
 from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models.resnet import Teacher, build_family
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher
 
 CLASSES = {"resnet20": 10, "resnet56": 10, "resnet18": 1000, "resnet50": 1000}  # CIFAR / ImageNet heads
 

@@ -34,8 +34,9 @@ import torch.multiprocessing as mp
 
 from neumeta_dist.config import INRConfig
 from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models.resnet import Teacher, build_family
-from neumeta_dist.generation import generation_strategy
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher
+from neumeta_dist.distributed.coordinate_parallel import generation_strategy
 
 INRS = {"demo": dict(hidden=64, layers=2, num_freqs=8),  # configs/demo.yaml
         "large": dict(hidden=256, layers=4, num_freqs=16)}  # benchmarks/generation_cpu.py's default

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from neumeta_dist.inr import ACTIVATIONS, INR, fourier_features
-from neumeta_dist.models.resnet import Layer
+from neumeta_dist.models.family import Layer
 
 
 class ReferenceMLP(nn.Module):

@@ -1,8 +1,8 @@
 """Images/s of a full training step — teacher forward, generation, student forward/backward,
 optimiser — for our loop and the reference-style loop, on synthetic tensors.
 
-    PYTHONPATH=. python benchmarks/train_step.py --device cuda --out runs/bench
-    PYTHONPATH=. python benchmarks/train_step.py --device cpu --out runs/bench --hidden 64 --layers 2 --batch 16
+    python benchmarks/train_step.py --device cuda --out runs/bench
+    python benchmarks/train_step.py --device cpu --out runs/bench --hidden 64 --layers 2 --batch 16
 
 Cases: `fmnist-resnet20` (1×28×28, 10 classes) and `imagenet-resnet18` (3×224×224, 1000
 classes). Both generate every layer; a step is `--micro` micro-batches at widths 1, ¼, ½, ¾
@@ -24,6 +24,10 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python benchmarks/<x>.py`: import as `python -m benchmarks.<x>` does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +39,8 @@ from neumeta_dist.ema import EMA
 from neumeta_dist.execution import Execution
 from neumeta_dist.losses import kd, reconstruction, regulariser, step_losses
 from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models.resnet import Teacher, build_family
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher
 
 CASES = {"fmnist-resnet20": dict(family="resnet20", channels=1, side=28, classes=10),
          "imagenet-resnet18": dict(family="resnet18", channels=3, side=224, classes=1000)}

@@ -16,12 +16,11 @@ import shutil
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-META = "meta.json"
-COMPLETE = "COMPLETE"
+from .run import CHECKPOINT_GLOB, COMPLETE, META, checkpoint_dir
 
 
 class CheckpointError(RuntimeError):
@@ -58,25 +57,25 @@ def manifest(ckpt: Path) -> dict[str, list[int]]:
     return {str(p.relative_to(ckpt)): [p.stat().st_size, _crc32(p)] for p in files}
 
 
+def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:
+    """`write(fh)` to a temporary name beside `path`, fsync, rename: a reader sees the old
+    file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, mode) as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _atomic_write(path, "wb", lambda fh: torch.save(obj, fh))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _atomic_write(Path(path), "w", lambda fh: fh.write(text))
 
 
 def load_torch(path: Path, what: str) -> Any:
@@ -93,8 +92,7 @@ def load_torch(path: Path, what: str) -> Any:
 
 def save_state(accelerator, stage_dir: Path, step: int, meta: dict, extra: dict[str, Any]) -> Path:
     """accelerator.save_state + extra torch objects + meta.json, all or nothing."""
-    final = stage_dir / f"checkpoint_{step:08d}"
-    tmp = stage_dir / f".tmp_checkpoint_{step:08d}"
+    final, tmp = checkpoint_dir(stage_dir, step), checkpoint_dir(stage_dir, step, tmp=True)
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -136,7 +134,7 @@ def problem(ckpt: Path) -> str | None:
 
 def checkpoints(stage_dir: Path) -> list[Path]:
     """Checkpoint directories of a stage, oldest first (whole or not)."""
-    return sorted(stage_dir.glob("checkpoint_*")) if stage_dir.is_dir() else []
+    return sorted(stage_dir.glob(CHECKPOINT_GLOB)) if stage_dir.is_dir() else []
 
 
 def latest_checkpoint(stage_dir: Path) -> Path | None:

@@ -8,35 +8,10 @@ from pathlib import Path
 from . import checkpoint as ckpt
 
 
-def _run_context(run: Path, overrides: list[str], result: dict | None = None):
-    """Config, data, family, teacher artefacts and stage plan of a run directory (which must
-    have a finished stage unless `result`, a consolidated checkpoint, replaces it)."""
-    from .config import load_config
-    from .data import load_splits
-    from .teacher import family_from_config, load_teacher, teacher_dir
-    from .train import completed_stages, stage_plan
-
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise SystemExit(f"error: {cfg_path} not found: --run must be a run directory written by training")
-    cfg = load_config(cfg_path, overrides)
-    splits = load_splits(cfg.data, cfg.train.seed)
-    family = family_from_config(cfg, splits)
-    stages = stage_plan(cfg, family)
-    if result is None and completed_stages(cfg, stages) == 0:
-        raise SystemExit(f"error: {run} has no finished stage (no stage_1/COMPLETE): finish training first")
-    teacher = load_teacher(cfg, family)  # a run trained with `teacher.checkpoint` has no copy of its own
-    if teacher is None:
-        raise SystemExit(f"error: {teacher_dir(cfg) / 'teacher.pt'} not found and teacher.checkpoint is unset: "
-                         "run stage 0 (`launch/train.py --stage 0`) first")
-    reference = ckpt.load_torch(teacher_dir(cfg) / "reference.pt", "teacher reference")
-    return cfg, splits, family, teacher, reference, stages
-
-
 def cmd_eval(args) -> None:
-    from .evaluate import results_table
-    from .runtime import make_accelerator
-    from .train import evaluate_run
+    from .results import results_table
+    from .distributed.accelerator import make_accelerator
+    from .trained import evaluate_run, open_run
 
     overrides = list(args.overrides) + [f"run_dir={args.run}"]
     if args.widths:
@@ -44,27 +19,23 @@ def cmd_eval(args) -> None:
     if args.samples:
         overrides.append(f"eval.samples={args.samples}")
     result = _result(args)
-    cfg, splits, family, teacher, reference, stages = _run_context(Path(args.run), overrides, result)
-    acc = make_accelerator(cfg.train.seed)
-    results = evaluate_run(cfg, acc, splits, family, reference, teacher, stages, result)
+    ctx = open_run(Path(args.run), overrides, result)
+    acc = make_accelerator(ctx.cfg.train.seed)
+    results = evaluate_run(ctx, acc, result)
     if acc.is_main_process:
         print(results_table(results))
-        print(f"wrote {Path(cfg.run_dir) / 'results.json'}")
+        print(f"wrote {ctx.run.results_json}")
 
 
 def cmd_export(args) -> None:
-    from .evaluate import network_at
     from .export import materialise, save_exported
-    from .train import calibration_batch, completed_stages, load_trained, selected_network
+    from .sweep import network_at
+    from .trained import calibration_batch, open_run, result_network
 
     result = _result(args)
-    cfg, splits, family, _, reference, stages = _run_context(Path(args.run), list(args.overrides) + [f"run_dir={args.run}"],
-                                                             result)
-    if result is None:
-        net = load_trained(cfg, family, reference, stages, completed_stages(cfg, stages))
-    else:
-        net = selected_network(cfg, family, reference, result, stages[result["stage"] - 1].layers)
-    weights = network_at(net, args.width, cfg.eval.samples, calibration_batch(cfg, splits))
+    ctx = open_run(Path(args.run), list(args.overrides) + [f"run_dir={args.run}"], result)
+    net, _ = result_network(ctx, result)
+    weights = network_at(net, args.width, ctx.cfg.eval.samples, calibration_batch(ctx))
     plain = materialise(net, weights)
     save_exported(plain, Path(args.out), args.width)
     n = sum(p.numel() for p in plain.parameters())
@@ -90,15 +61,11 @@ def cmd_consolidate(args) -> None:
 
 def cmd_plan(args) -> None:
     from .config import load_config
-    from .data import load_splits
-    from .recipe import describe
-    from .teacher import family_from_config
-    from .train import stage_plan, steps_per_stage
+    from .recipe import describe, steps_per_stage
+    from .run import RunContext
 
-    cfg = load_config(args.config, args.overrides)
-    splits = load_splits(cfg.data, cfg.train.seed)
-    family = family_from_config(cfg, splits)
-    print(describe(family, stage_plan(cfg, family), steps_per_stage(cfg, len(splits.train))))
+    ctx = RunContext.load(load_config(args.config, args.overrides))
+    print(describe(ctx.family, ctx.stages, steps_per_stage(ctx.cfg, len(ctx.splits.train))))
 
 
 def cmd_individual(args) -> None:
@@ -134,7 +101,7 @@ def cmd_shards(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .train import main as train_main
+    from .pipeline import main as train_main
     train_main(["--config", args.config, *(["--stage", str(args.stage)] if args.stage is not None else []),
                 *args.overrides])
 
@@ -212,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
 def entry() -> None:
     """The `neumeta-dist` command (pyproject), run under `accelerate launch` too: leaves like
     launch/train.py, without interpreter teardown."""
-    from .runtime import exit_skipping_teardown
+    from .process import exit_skipping_teardown
     exit_skipping_teardown(lambda: main(sys.argv[1:]))
 
 

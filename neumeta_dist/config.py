@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .norms import NORMS, norm_strategy
+
 
 class ConfigError(ValueError):
     pass
@@ -84,8 +86,8 @@ class MetaConfig:
     min_width: float = 0.25  # training range, as fractions of the full width
     max_width: float = 1.0
     # How the student replaces BN: fold + SkipInit α | plain fold | fold + per-width
-    # recalibration | GroupNorm in teacher and student (norms.py, models/resnet.py)
-    norm: str = choice("skipinit", "fold", "recalib", "groupnorm")
+    # recalibration | GroupNorm in teacher and student (norms.py: the strategy objects)
+    norm: str = choice(*NORMS)
     alpha_init: float = 0.0  # SkipInit's residual scale of a newly generated block (0: identity)
     train_head: bool = True  # a classifier that is not generated is trained, shared across widths
 
@@ -129,7 +131,7 @@ class TrainConfig:
     max_steps: int = 0  # > 0 fixes the optimiser steps of each stage
     widths_per_step: int = 4  # micro-batches per step: one at full width, the rest sampled
     sandwich: bool = False  # the second micro-batch at min_width (the authors: off)
-    # The INR call of a step: on every rank, or each rank a slice of the rows (generation.py)
+    # The INR call of a step: on every rank, or each rank a slice of the rows (distributed/coordinate_parallel.py)
     generation: str = choice("replicated", "coordinate_parallel")
     lr: float = 8e-4  # INR
     weight_decay: float = 1e-4
@@ -205,15 +207,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return cfg
 
 
-def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def read_yaml(path: Path, what: str, not_found: str) -> Any:
+    """A YAML file's content ({} when empty); a missing file raises `not_found`, invalid YAML
+    a one-line error naming `what` and the file (experiment configs, SLURM profiles)."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found (pass an existing YAML, e.g. configs/demo.yaml)")
-    if path.resolve() in seen:
-        raise ConfigError(f"config {path}: 'base' chain loops back to itself")
+        raise ConfigError(not_found)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{what} {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path.is_file() and path.resolve() in seen:
+        raise ConfigError(f"config {path}: 'base' chain loops back to itself")
+    data = read_yaml(path, "config", f"config file {path} not found (pass an existing YAML, e.g. configs/demo.yaml)")
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: top level must be a mapping of sections")
     base = data.pop("base", None)
@@ -306,7 +314,7 @@ def _validate(cfg: Config, source: str) -> None:
         (cfg.recipe.units_per_stage >= 1, "recipe.units_per_stage", "need >= 1"),
         (cfg.recipe.init != "recon" or cfg.recipe.warmup_steps > 0, "recipe.warmup_steps",
          "init=recon fits the new heads by a warm-up: set recipe.warmup_steps > 0 (e.g. 1000)"),
-        (cfg.meta.norm != "skipinit" or cfg.model.family != "lenet", "meta.norm",
+        (not norm_strategy(cfg.meta.norm).skipinit or cfg.model.family != "lenet", "meta.norm",
          "lenet has no residual blocks for SkipInit: use meta.norm=fold"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction", "need 0 <= val_fraction < 1"),
         (cfg.data.batch_size >= 1, "data.batch_size", "need >= 1"),

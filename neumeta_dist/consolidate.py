@@ -9,12 +9,12 @@ offline by DeepSpeed's own `zero_to_fp32` reader (no process group, any machine)
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
+from .run import RunDir, stage_index
 
 RESULT_KEYS = ("model", "ema", "stage", "steps")
 
@@ -42,14 +42,14 @@ def consolidate(ckpt_dir: Path) -> dict:
     if why is not None:
         raise ckpt.CheckpointError(f"cannot consolidate {ckpt_dir}: {why}")
     meta = ckpt.read_meta(ckpt_dir)
-    stage = re.fullmatch(r"stage_(\d+)", ckpt_dir.parent.name)
+    stage = stage_index(ckpt_dir.parent)
     if stage is None:
         raise ckpt.CheckpointError(f"{ckpt_dir} is not inside a stage_<k> directory of a run")
-    cfg_path = ckpt_dir.parent.parent / "config.yaml"
+    cfg_path = RunDir.of_checkpoint(ckpt_dir).config
     import yaml
     config = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else None
     return {"model": model_state(ckpt_dir), "ema": ckpt.load_torch(ckpt_dir / "ema.pt", "EMA state"),
-            "config": config, "stage": int(stage.group(1)), "steps": meta["step"],
+            "config": config, "stage": stage, "steps": meta["step"],
             "source": {"checkpoint": str(ckpt_dir), "mode": meta.get("mode"), "world_size": meta.get("world_size")}}
 
 

@@ -18,8 +18,8 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .execution import upload
-from .models.resnet import Layer
+from .device import upload
+from .models.family import Layer
 
 
 @dataclass(frozen=True)

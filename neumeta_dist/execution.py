@@ -50,12 +50,3 @@ class Execution:
     @staticmethod
     def optimizer_kwargs(device: torch.device | str) -> dict:
         return {"fused": True} if torch.device(device).type == "cuda" else {}
-
-
-def upload(t: torch.Tensor, device) -> torch.Tensor:
-    """A host tensor on `device` without making the host wait: staged in pinned memory and
-    copied asynchronously (a pageable copy to a GPU waits for the stream to drain)."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)

@@ -9,13 +9,13 @@ import torch.nn as nn
 
 from .checkpoint import atomic_torch_save, load_torch
 from .models import family_from_dict
-from .models.resnet import ResNetFamily, apply_layer
+from .models.family import Family, apply_layer
 
 
 class PlainNet(nn.Module):
     """The folded network (conv + bias) at fixed sizes; its forward is the family walker."""
 
-    def __init__(self, family: ResNetFamily, weights: dict[str, torch.Tensor], alphas: dict[str, float]):
+    def __init__(self, family: Family, weights: dict[str, torch.Tensor], alphas: dict[str, float]):
         super().__init__()
         self.family, self.alphas = family, dict(alphas)
         self.weights = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v.detach().clone())

@@ -8,24 +8,24 @@ widths are kept, so an interrupted sweep resumes where it stopped.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from .checkpoint import atomic_write_text
 from .config import Config
-from .data import load_splits
-from .models.resnet import Teacher, parameter_count
+from .models.family import Teacher, parameter_count
 from .recipe import generated_layers, metamorphic_groups
-from .runtime import make_accelerator, seed_everything, set_threads
-from .teacher import family_from_config, fit
+from .distributed.accelerator import make_accelerator
+from .process import seed_everything, set_threads
+from .run import RunContext
+from .teacher import fit
 
 
 def train_individual(cfg: Config, widths: list[float]) -> list[dict]:
     set_threads()
     accelerator = make_accelerator(cfg.train.seed)
-    splits = load_splits(cfg.data, cfg.train.seed)
-    family = family_from_config(cfg, splits)
+    ctx = RunContext.load(cfg)
+    splits, family = ctx.splits, ctx.family
     groups = metamorphic_groups(family, generated_layers(family, cfg.meta.generated), cfg.meta.scale)
-    path = Path(cfg.run_dir) / "individual.json"
+    path = ctx.run.individual
     rows = json.loads(path.read_text())["widths"] if path.is_file() else []
     full = parameter_count(family, family.full_sizes())
     for w in sorted(set(widths) - {r["width"] for r in rows}):

@@ -27,10 +27,11 @@ import torch.nn as nn
 
 from .config import INRConfig
 from .coords import CoordTable, build_table, centre_columns, normalise, split_output
-from .execution import upload
+from .device import upload
 from .inr import INR
-from .models.resnet import Layer, ResNetFamily, apply_layer, parameter_count
-from .generation import Generation, replicated
+from .models.family import Family, Layer, apply_layer, parameter_count
+from .distributed.coordinate_parallel import Generation, replicated
+from .norms import Norm, norm_strategy
 from .recipe import metamorphic_groups
 
 
@@ -38,9 +39,9 @@ TABLE_CACHE = 32  # coordinate tables kept (least recently used dropped; a ResNe
 
 
 class MetamorphicNet(nn.Module):
-    def __init__(self, family: ResNetFamily, reference: Mapping[str, torch.Tensor],
+    def __init__(self, family: Family, reference: Mapping[str, torch.Tensor],
                  planned: tuple[Layer, ...], inr: INRConfig, scale: str = "inner",
-                 norm: str = "skipinit", train_head: bool = False, alpha_init: float = 0.0):
+                 norm: str | Norm = "skipinit", train_head: bool = False, alpha_init: float = 0.0):
         super().__init__()
         self.family, self.planned, self.scale = family, planned, scale
         self.coord_noise = inr.coord_noise
@@ -57,7 +58,8 @@ class MetamorphicNet(nn.Module):
             self.register_buffer(_buf(name), t.detach().clone(), persistent=False)
         planned_names = {l.name for l in planned}
         self.alpha = nn.ParameterDict()
-        if norm == "skipinit":
+        self.norm = norm_strategy(norm)  # meta.norm, chosen once
+        if self.norm.skipinit:
             for b in family.blocks:
                 if any(c.name in planned_names for c in b.convs):
                     # shape (1,), not (): DeepSpeed's initial broadcast views each parameter
@@ -69,7 +71,7 @@ class MetamorphicNet(nn.Module):
                 self.shared[_buf(n)] = nn.Parameter(self.reference(n).clone())
         self._tables: collections.OrderedDict[tuple, tuple[CoordTable, list]] = collections.OrderedDict()
         self.compile_student = False
-        # How the INR call is spread over ranks (generation.py); training installs its strategy.
+        # How the INR call is spread over ranks (distributed/coordinate_parallel.py); training installs its strategy.
         self.generation: Generation = replicated
         self.activate(planned)
 

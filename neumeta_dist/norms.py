@@ -1,78 +1,47 @@
-"""Per-width recalibration: the `recalib` way of replacing batch norm.
+"""How the student replaces batch norm (`meta.norm`): one strategy object, chosen once.
 
-The student has no normalisation (BN is folded into the teacher's convs), so a generated
-network at a reduced width sees activation statistics that drift from the full-width ones.
-BN recalibration (as in slimmable networks) re-estimates statistics per width; here it is
-done once per width on a calibration batch and *folded* back into the generated tensors:
-each generated conv's output channel gets the affine map that gives it the mean and standard
-deviation of the same layer's channel at the same relative position (channel o of n ↔
-channel ⌊o·N/n⌋) in the *full-width generated* network. The full width is the reference,
-not the teacher: once trained, the student's layers legitimately differ from the teacher's
-(measured: renormalising to the teacher's statistics cost 20 points at full width), and
-at full width this recalibration is exactly the identity. Corrections are computed in forward order, each layer seeing the already
-corrected ones, exactly as a BN layer in train mode would; `a·(W∗x + b) + c` is again a conv
-with bias, so the result is a plain network and export needs nothing new.
+The teacher's BN is folded into its convs; what the generated student does instead is a
+property of the strategy, asked where it matters rather than the name being tested there:
+- `family_norm`: the norm layers of the family itself ("batch": BN, folded away; "group":
+  GroupNorm(1, C), kept in the student with a generated scale and shift — models/family.py);
+- `skipinit`: a learned SkipInit scale α on every generated residual branch (metamorphic.py);
+- `recalibrates`: at evaluation each width is recalibrated on a batch of training images
+  (recalib.py), so evaluation draws a calibration batch.
+
+Torch-free: config.py validates `meta.norm` against this table.
 """
 from __future__ import annotations
 
-from typing import Mapping
-
-import torch
-
-from .models.resnet import apply_layer
+from dataclasses import dataclass
 
 
-def channel_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std over batch and space."""
-    dims = [0] + list(range(2, y.dim()))
-    return y.mean(dims), y.std(dims, unbiased=False)
+@dataclass(frozen=True)
+class Norm:
+    name: str
+    family_norm: str = "batch"
+    skipinit: bool = False
+    recalibrates: bool = False
+
+    def calibration_batch(self, splits, samples: int):
+        """Training images for the per-width recalibration, else None."""
+        if not self.recalibrates:
+            return None
+        from .data import sample_images
+        return sample_images(splits.train, samples)
 
 
-@torch.no_grad()
-def layer_stats(net, weights: Mapping[str, torch.Tensor], x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Output statistics of every layer of the network that `weights` (all tensors) define."""
-    stats, alphas = {}, net.alphas()
-
-    def layer(spec, h):
-        y = apply_layer(spec, h, weights)
-        stats[spec.name] = channel_stats(y)
-        return y
-    net.family.forward(x, layer, lambda b: alphas.get(b.name, 1.0))
-    return stats
+NORMS: dict[str, Norm] = {n.name: n for n in (
+    Norm("skipinit", skipinit=True),  # fold + SkipInit α
+    Norm("fold"),  # plain fold
+    Norm("recalib", recalibrates=True),  # fold + per-width recalibration
+    Norm("groupnorm", family_norm="group"),  # GroupNorm in teacher and student
+)}
 
 
-@torch.no_grad()
-def full_width_stats(net, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """The recalibration targets: layer statistics of the noise-free full-width network."""
-    was = net.training
-    generated = net.eval().generate(1.0)
-    net.train(was)
-    return layer_stats(net, net.weights(generated), x)
-
-
-@torch.no_grad()
-def recalibrate(net, fraction: float, generated: Mapping[str, torch.Tensor], x: torch.Tensor,
-                targets: dict | None = None, eps: float = 1e-5) -> dict[str, torch.Tensor]:
-    """`generated` with each generated conv's outputs renormalised to the full-width statistics."""
-    from .inr_init import subsample_index
-
-    targets = targets if targets is not None else full_width_stats(net, x)
-    full, alphas = net.weights(generated), net.alphas()
-    names = {l.name for l in net.generated if not l.is_linear}
-    out = dict(generated)
-
-    def layer(spec, h):
-        y = apply_layer(spec, h, full if spec.name not in names else out)
-        if spec.name not in names:
-            return y
-        mean, std = channel_stats(y)
-        idx = subsample_index(len(mean), len(targets[spec.name][0]), y.device)
-        t_mean, t_std = targets[spec.name][0][idx], targets[spec.name][1][idx]
-        a = t_std / (std + eps)
-        c = t_mean - a * mean
-        w, b = f"{spec.name}.weight", f"{spec.name}.bias"
-        out[w] = generated[w] * a.view(-1, *[1] * (generated[w].dim() - 1))
-        out[b] = generated[b] * a + c
-        return y * a.view(1, -1, 1, 1) + c.view(1, -1, 1, 1)
-    net.family.forward(x, layer, lambda b: alphas.get(b.name, 1.0))
-    return out
+def norm_strategy(norm: str | Norm) -> Norm:
+    """The strategy named by `meta.norm` (a strategy passes through)."""
+    if isinstance(norm, Norm):
+        return norm
+    if norm not in NORMS:
+        raise ValueError(f"unknown meta.norm {norm!r} (allowed: {', '.join(NORMS)})")
+    return NORMS[norm]

@@ -23,7 +23,29 @@ import torch
 TRACE_ENV, KILL_ENV = "NEUMETA_TRACE_DIR", "NEUMETA_SIGKILL_AT_STEP"
 
 
-class Probe:
+class Callback:
+    """What the stage loop reports, as hooks (no-ops here): the loop calls each at one place and
+    knows nothing of what listens. `from_env` picks the test probe when the environment asks."""
+
+    def on_batch(self, step: int, micro: int, x: torch.Tensor) -> None:
+        pass
+
+    def on_start(self, state: Callable[[], dict]) -> None:
+        pass
+
+    def on_step_end(self, done: int) -> None:
+        pass
+
+    def on_end(self, state: dict, ema: dict, local_numel: int) -> None:
+        pass
+
+
+def from_env(stage: int, rank: int) -> Callback:
+    """The probe when NEUMETA_TRACE_DIR or NEUMETA_SIGKILL_AT_STEP is set, else a no-op."""
+    return Probe(stage, rank) if os.environ.get(TRACE_ENV) or os.environ.get(KILL_ENV) else Callback()
+
+
+class Probe(Callback):
     def __init__(self, stage: int, rank: int):
         self.stage, self.rank = stage, rank
         trace = os.environ.get(TRACE_ENV)
@@ -34,27 +56,25 @@ class Probe:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.dir / f"samples_rank{rank}.txt", "a", buffering=1)
 
-    def batch(self, step: int, micro: int, x: torch.Tensor) -> None:
+    def on_batch(self, step: int, micro: int, x: torch.Tensor) -> None:
         if self._fh is None:
             return
         prints = ",".join(hashlib.blake2b(xi.cpu().numpy().tobytes(), digest_size=6).hexdigest() for xi in x)
         self._fh.write(f"{self.stage} {step} {micro} {prints}\n")
 
-    def start(self, state: Callable[[], dict]) -> None:
+    def on_start(self, state: Callable[[], dict]) -> None:
         """`state` is called only when tracing (under ZeRO-3 it is a collective: every rank
         sees the same environment, so every rank calls it or none)."""
         if self.dir is not None:
             torch.save(state(), self.dir / f"start_rank{self.rank}_stage{self.stage}.pt")
 
-    def step_done(self, done: int) -> None:
+    def on_step_end(self, done: int) -> None:
         if done == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def final(self, state: dict, ema: dict, local_numel: int) -> None:
+    def on_end(self, state: dict, ema: dict, local_numel: int) -> None:
         if self.dir is not None:
             torch.save({"model": state, "ema": ema, "local_numel": local_numel},
                        self.dir / f"final_rank{self.rank}_stage{self.stage}.pt")
-
-    def close(self) -> None:
         if self._fh is not None:
             self._fh.close()

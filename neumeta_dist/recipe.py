@@ -19,8 +19,12 @@ teacher's weights has a fixed shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .models.resnet import CLASSES, IMAGE, Layer, ResNetFamily
+from .models.family import CLASSES, IMAGE, Family, Layer
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Stage:
         return tuple(l for u in self.units for l in u.layers)
 
 
-def units(family: ResNetFamily, which: str) -> tuple[Unit, ...]:
+def units(family: Family, which: str) -> tuple[Unit, ...]:
     """The metamorphic units of `family` in forward (input → output) order."""
     blocks = [Unit(b.name, b.convs + ((b.shortcut,) if b.shortcut else ())) for b in family.blocks]
     # Every layer in forward order: a block is one unit, any other layer (stem, classifier,
@@ -61,14 +65,25 @@ def units(family: ResNetFamily, which: str) -> tuple[Unit, ...]:
     return tuple(chosen)
 
 
-def plan(family: ResNetFamily, which: str, incremental: bool = True, per_stage: int = 1) -> tuple[Stage, ...]:
+def plan(family: Family, which: str, incremental: bool = True, per_stage: int = 1) -> tuple[Stage, ...]:
     """Stages adding `per_stage` units each (input side first); one stage if not incremental."""
     us = units(family, which)
     step = per_stage if incremental else len(us)
     return tuple(Stage(k + 1, us[i:i + step], us[:i + step]) for k, i in enumerate(range(0, len(us), step)))
 
 
-def generated_layers(family: ResNetFamily, which: str) -> tuple[Layer, ...]:
+def stage_plan(cfg: "Config", family: Family) -> tuple[Stage, ...]:
+    """The config's plan (meta.generated, recipe.incremental, recipe.units_per_stage)."""
+    return plan(family, cfg.meta.generated, cfg.recipe.incremental, cfg.recipe.units_per_stage)
+
+
+def steps_per_stage(cfg: "Config", n_train: int) -> int:
+    """Optimiser steps of one stage: train.max_steps, or train.epochs over the training split."""
+    per_step = cfg.data.batch_size * cfg.train.widths_per_step
+    return cfg.train.max_steps or max(1, int(cfg.train.epochs * n_train / per_step))
+
+
+def generated_layers(family: Family, which: str) -> tuple[Layer, ...]:
     """Every layer the INR generates once the whole plan has run."""
     return tuple(l for u in units(family, which) for l in u.layers)
 
@@ -86,7 +101,7 @@ def matching_layers(src: Unit, dst: Unit) -> list[tuple[Layer, Layer]]:
     return [(by_role[role(l)], l) for l in dst.layers if role(l) in by_role and by_role[role(l)].k == l.k]
 
 
-def metamorphic_groups(family: ResNetFamily, generated: tuple[Layer, ...], scale: str) -> frozenset[str]:
+def metamorphic_groups(family: Family, generated: tuple[Layer, ...], scale: str) -> frozenset[str]:
     """Groups that follow the sampled width: `inner` = the family's `scalable_groups()` (a
     ResNet's block hidden widths, a LeNet's conv widths), `all` = every group but image/classes."""
     names = {l.name for l in generated}
@@ -98,7 +113,7 @@ def metamorphic_groups(family: ResNetFamily, generated: tuple[Layer, ...], scale
     return frozenset(g for g in candidates if all(l.name in names for l in touching[g]))
 
 
-def describe(family: ResNetFamily, stages: tuple[Stage, ...], steps_per_stage: int) -> str:
+def describe(family: Family, stages: tuple[Stage, ...], steps_per_stage: int) -> str:
     """The plan as a table: what each stage adds, generates and trains."""
     lines = [f"{family.name}: {len(stages)} stage(s) after the teacher (stage 0), "
              f"{steps_per_stage} optimiser steps each", "",

@@ -10,11 +10,13 @@ import json
 import shutil
 from pathlib import Path
 
+from .run import RunDir
+
 
 def load_rows(run_dirs: list[Path]) -> list[dict]:
     rows = []
     for d in run_dirs:
-        path = Path(d) / "results.json"
+        path = RunDir(d).results_json
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `neumeta-dist eval --run {d}` first")
         rows.append(json.loads(path.read_text()))
@@ -76,7 +78,7 @@ def write_report(run_dirs: list[Path], individual: Path | None, out: Path, comma
     store = out.parent / "results"
     store.mkdir(exist_ok=True)
     for d, r in zip(run_dirs, results):
-        shutil.copyfile(Path(d) / "results.json", store / f"{r['dataset']}_{r['model']}_{r['recipe']}.json")
+        shutil.copyfile(RunDir(d).results_json, store / f"{r['dataset']}_{r['model']}_{r['recipe']}.json")
     if ind:
         shutil.copyfile(individual, store / f"{ind['dataset']}_{ind['model']}_individual.json")
     plot(results, ind, out.parent / f"{results[0]['dataset']}_{results[0]['model']}.png")

@@ -16,8 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import checkpoint as ckpt
-
-BEST = "best.pt"
+from .run import BEST
 
 
 def score(val: dict[float, float]) -> float:

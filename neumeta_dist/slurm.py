@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import submitit
-import yaml
 
-from .config import ConfigError, _build  # the typed loader of the experiment configs
+from .config import ConfigError, _build, read_yaml  # the typed loader of the experiment configs
+from .run import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout whose launch/train.py the jobs run
 
@@ -55,12 +55,7 @@ class Profile:
 def load_profile(path: str | Path) -> Profile:
     """The profile, validated like an experiment config: one-line errors naming file and key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"profile {path} not found (pass one of slurm/*.yaml, e.g. slurm/local.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"profile {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path, "profile", f"profile {path} not found (pass one of slurm/*.yaml, e.g. slurm/local.yaml)")
     prof = _build(Profile, raw, prefix="", source=str(path))
     checks = [(prof.nodes >= 1, "nodes", "need >= 1"), (prof.time_min >= 1, "time_min", "need >= 1"),
               (min(prof.gpus_per_node, prof.processes_per_node, prof.max_requeues) >= 0,
@@ -119,16 +114,6 @@ def accelerate_command(prof: Profile, where: Rendezvous, train_args: list[str]) 
     return [*cmd, str(ROOT / "launch" / "train.py"), *train_args]
 
 
-def stage_complete(run_dir: Path, k: int) -> bool:
-    """Stage 0 (teacher + smoothing) ends with reference.pt, an INR stage with COMPLETE."""
-    return (run_dir / ("teacher/reference.pt" if k == 0 else f"stage_{k}/COMPLETE")).is_file()
-
-
-def stage_input(run_dir: Path, k: int) -> Path:
-    """What stage k starts from: the smoothed teacher for stage 1, stage k−1's result after."""
-    return run_dir / "teacher" / "reference.pt" if k == 1 else run_dir / f"stage_{k - 1}" / "final.pt"
-
-
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -157,10 +142,10 @@ class StageJob(submitit.helpers.Checkpointable):
     run_dir: str
 
     def __call__(self) -> dict:
-        run_dir = Path(self.run_dir)
+        run = RunDir(self.run_dir)
         where = Rendezvous.from_slurm()
         if self.stage > 0 and where.node_rank == 0:  # provenance: the hand-off, by content
-            src = stage_input(run_dir, self.stage)
+            src = run.stage_input(self.stage)
             print(f"stage {self.stage} starts from {src} sha256:{digest(src)}", flush=True)
         cmd = accelerate_command(self.profile, where, ["--config", self.config, "--stage", str(self.stage),
                                                        *self.overrides])
@@ -170,7 +155,7 @@ class StageJob(submitit.helpers.Checkpointable):
             status = proc.wait()
         finally:  # Submitit exits on the requeue signal: first let the stage write its checkpoint
             proc.wait()
-        if not stage_complete(run_dir, self.stage):
+        if not run.stage_complete(self.stage):
             raise StageFailed(f"stage {self.stage} ended with status {status} before it was complete "
                               f"(its error is in this job's log)")
         return {"stage": self.stage, "node_rank": where.node_rank}

@@ -23,13 +23,13 @@ from typing import Mapping
 
 import torch
 
-from .models.resnet import CLASSES, IMAGE, ResNetFamily
+from .models.family import CLASSES, IMAGE, Family
 
 Weights = Mapping[str, torch.Tensor]
 FIXED_GROUPS = frozenset({IMAGE, CLASSES})
 
 
-def _parts(family: ResNetFamily, weights: Weights, group: str) -> list[tuple[torch.Tensor, int]]:
+def _parts(family: Family, weights: Weights, group: str) -> list[tuple[torch.Tensor, int]]:
     """(tensor, channel axis) for every tensor that has one axis indexed by `group`'s channels."""
     parts = []
     for spec in family.layers:
@@ -40,7 +40,7 @@ def _parts(family: ResNetFamily, weights: Weights, group: str) -> list[tuple[tor
     return parts
 
 
-def channel_features(family: ResNetFamily, weights: Weights, group: str) -> torch.Tensor:
+def channel_features(family: Family, weights: Weights, group: str) -> torch.Tensor:
     """(C, D): per channel, its producers' rows (weight[c], bias[c]) and consumers' columns.
 
     Each part is scaled by 1/sqrt(its length), so the squared distance between two channels
@@ -127,7 +127,7 @@ def solve_path(features: torch.Tensor, two_opt_rounds: int = 50, n_starts: int =
     return torch.cat([tour[cut + 1:], tour[:cut]])
 
 
-def permute(family: ResNetFamily, weights: Weights, perms: Mapping[str, torch.Tensor]) -> dict:
+def permute(family: Family, weights: Weights, perms: Mapping[str, torch.Tensor]) -> dict:
     """New weights with channel `perms[g][k]` of each group g moved to position k.
 
     Producers are permuted on axis 0 of the weight and of their per-channel tensors (bias,
@@ -152,12 +152,12 @@ def _axis_tv(t: torch.Tensor, axis: int) -> float:
     return float(t.diff(dim=axis).abs().mean()) if t.shape[axis] > 1 else 0.0
 
 
-def group_variation(family: ResNetFamily, weights: Weights, group: str) -> float:
+def group_variation(family: Family, weights: Weights, group: str) -> float:
     """The part of `total_variation` that depends on `group`'s channel order."""
     return sum(_axis_tv(t, axis) for t, axis in _parts(family, weights, group))
 
 
-def total_variation(family: ResNetFamily, weights: Weights) -> float:
+def total_variation(family: Family, weights: Weights) -> float:
     """Smoothness of channel order (lower is smoother).
 
     For every layer: mean|W[c+1] − W[c]| over the weight's axis 0 (output channels), plus
@@ -170,7 +170,7 @@ def total_variation(family: ResNetFamily, weights: Weights) -> float:
     return sum(group_variation(family, weights, g) for g in groups)
 
 
-def smooth(family: ResNetFamily, weights: Weights, two_opt_rounds: int = 50
+def smooth(family: Family, weights: Weights, two_opt_rounds: int = 50
            ) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """Permute every free group of more than 2 channels along a short path through its channels.
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from .checkpoint import atomic_write_text
 from .config import Config, ConfigError, load_config
-from .slurm import (Profile, Rendezvous, StageJob, accelerate_command, load_profile, sbatch_parameters,
-                    stage_complete)
+from .run import RunContext, RunDir
+from .slurm import Profile, Rendezvous, StageJob, accelerate_command, load_profile, sbatch_parameters
 
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
           "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
@@ -62,9 +62,10 @@ class Chain:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.run_dir = Path(cfg.run_dir)
-        self.folder = self.run_dir / "slurm"
-        self.state_file = self.folder / "jobs.json"
+        self.run = RunDir(cfg.run_dir)
+        self.run_dir = self.run.root
+        self.folder = self.run.slurm_dir
+        self.state_file = self.run.jobs
 
     def load(self) -> dict:
         if not self.state_file.is_file():
@@ -96,7 +97,7 @@ class Chain:
         out = []
         for k in stages:
             job = jobs[k]
-            if stage_complete(self.run_dir, k):
+            if self.run.stage_complete(k):
                 out.append(StageState(k, "COMPLETE", job.get("job_id", ""), job.get("log", "")))
             elif not job:
                 out.append(StageState(k, "NOT SUBMITTED"))
@@ -255,10 +256,7 @@ def parse_stages(text: str | None, n: int) -> range:
 
 def count_stages(cfg: Config) -> int:
     """The INR stages of the plan (what `neumeta-dist plan` prints)."""
-    from .data import load_splits
-    from .teacher import family_from_config
-    from .train import stage_plan
-    return len(stage_plan(cfg, family_from_config(cfg, load_splits(cfg.data, cfg.train.seed))))
+    return len(RunContext.load(cfg).stages)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,28 +15,27 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import parallel
+from .distributed import data_parallel as parallel
 from .checkpoint import atomic_torch_save, load_torch
 from .config import Config
 from .data import Splits, sample_images, train_batches
-from .evaluate import accuracy
-from .models.resnet import ResNetFamily, Teacher, apply_layer, build_family, parameter_count
-from .runtime import Logger
+from .accuracy import accuracy
+from .models import build_family
+from .models.family import Family, Teacher, apply_layer, parameter_count
+from .norms import norm_strategy
+from .run import RunDir
+from .logger import Logger
 
 
-def family_from_config(cfg: Config, splits: Splits) -> ResNetFamily:
+def family_from_config(cfg: Config, splits: Splits) -> Family:
     m = cfg.model
-    norm = "group" if cfg.meta.norm == "groupnorm" else "batch"
-    return build_family(m.family, m.width, tuple(m.channels) or None, splits.in_channels, splits.num_classes, norm)
+    return build_family(m.family, m.width, tuple(m.channels) or None, splits.in_channels, splits.num_classes,
+                        norm_strategy(cfg.meta.norm).family_norm)
 
 
-def teacher_dir(cfg: Config) -> Path:
-    return Path(cfg.run_dir) / "teacher"
-
-
-def load_teacher(cfg: Config, family: ResNetFamily) -> dict | None:
+def load_teacher(cfg: Config, family: Family) -> dict | None:
     """The run's own teacher artefact, else `teacher.checkpoint`'s; None when it has neither."""
-    path = teacher_dir(cfg) / "teacher.pt"
+    path = RunDir(cfg.run_dir).teacher
     if path.exists():
         return load_torch(path, "teacher checkpoint")
     if not cfg.teacher.checkpoint:
@@ -48,12 +47,12 @@ def load_teacher(cfg: Config, family: ResNetFamily) -> dict | None:
     return art
 
 
-def train_teacher(cfg: Config, accelerator, splits: Splits, family: ResNetFamily) -> dict:
+def train_teacher(cfg: Config, accelerator, splits: Splits, family: Family) -> dict:
     """Train with SGD + cosine, or load the run's or `teacher.checkpoint`'s; returns the teacher artefact."""
     art = load_teacher(cfg, family)
     if art is not None:
         return art
-    path = teacher_dir(cfg) / "teacher.pt"
+    path = RunDir(cfg.run_dir).teacher
     net, test = fit(Teacher(family), cfg, accelerator, splits, "teacher")
     art = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
            "family": dataclasses.asdict(family), "accuracy": test,
@@ -76,7 +75,7 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str) -> 
     data = train_batches(cfg, accelerator, splits.train)
     total = max(1, tc.epochs * data.per_epoch)  # per-rank batches: the schedule is stepped by hand
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    log = Logger(accelerator, Path(cfg.run_dir) / "tb" / name, total, name)
+    log = Logger(accelerator, RunDir(cfg.run_dir).tb(name), total, name)
     step = 0
     for epoch in range(tc.epochs):
         model.train()
@@ -89,10 +88,8 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str) -> 
             step += 1
             log.count(len(x) * accelerator.num_processes)
             if step % cfg.train.log_every == 0:
-                ips = log.throughput()
-                log.scalars(step, {f"{name}/loss": loss.item(), f"{name}/lr": sched.get_last_lr()[0],
-                                   f"{name}/images_per_s": ips, **data.fault_scalars()})
-                log.progress(step, loss=loss.item(), img_s=ips)
+                log.step(step, lambda: {f"{name}/loss": loss.item()}, f"{name}/loss", sched.get_last_lr()[0],
+                         data.fault_scalars(), prefix=f"{name}/")
         val = accuracy(_plain(accelerator, model, template), splits.val, cfg.data.eval_batch_size, accelerator)
         log.scalars(step, {f"{name}/val_accuracy": val})
         log.print(f"{name} epoch {epoch + 1}/{tc.epochs}: val accuracy {val:.4f}")
@@ -112,9 +109,9 @@ def _plain(accelerator, prepared, template: Teacher) -> Teacher:
 
 
 @torch.no_grad()
-def build_reference(cfg: Config, accelerator, family: ResNetFamily, art: dict, splits: Splits) -> dict:
+def build_reference(cfg: Config, accelerator, family: Family, art: dict, splits: Splits) -> dict:
     """Folded (+ smoothed) teacher weights; checks the permutation kept the function."""
-    path = teacher_dir(cfg) / "reference.pt"
+    path = RunDir(cfg.run_dir).reference
     if path.exists():
         return load_torch(path, "teacher reference")
     teacher = Teacher(family)

@@ -1,13 +1,16 @@
-"""The whole pipeline under Accelerate: teacher → smoothing → INR stages → width sweep.
+"""The stage loop: one INR stage trained (or resumed) under Accelerate.
 
-Read `train_stage` top to bottom for one training step: every micro-batch samples a width
-(the first of each step is the full width), generates the network at that width inside the
-model's forward, and backpropagates CE/KD/reconstruction/L2 into the INR; after
-`widths_per_step` micro-batches the optimiser steps once and the EMA follows.
+Read `train_stage` top to bottom: set-up (the stage's starting network, optimiser, EMA,
+resume point), then the loop — each step `train_step` runs `train.widths_per_step`
+micro-batches, each at its own width (the first is the full width), generating the network
+at that width inside the model's forward and backpropagating CE/KD/reconstruction/L2 into
+the INR; the optimiser steps once and the EMA follows; then log, validate on the held-out
+split, checkpoint — and the hand-off: `final.pt` and `COMPLETE`, written last.
 
-Stages (recipe.py): stage 0 trains the teacher and smooths it; stage k ≥ 1 generates the
-first k units of the plan, starting from stage k−1's selected (EMA) network. Each stage is
-its own directory `stage_<k>/` with checkpoints and a `COMPLETE` marker written last.
+Stages (recipe.py): stage 0 (teacher.py) trains the teacher and smooths it; stage k ≥ 1
+generates the first k units of the plan, starting from stage k−1's selected (EMA) network.
+pipeline.py runs the stages in order; checkpointer.py owns save/resume; trained.py the
+queries on finished stages.
 
 Everything random in a step is a function of (seed, step, micro-batch, rank) and the data
 order is a function of (seed, epoch), so a resumed run replays exactly what the
@@ -15,59 +18,30 @@ uninterrupted one would have done.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import random
-import shutil
-import sys
-from pathlib import Path
 
 import torch
-from . import checkpoint as ckpt
-from . import parallel, preemption
-from .config import Config, ConfigError, load_config, save_config
-from .data import DataError
-from .data import Splits, load_splits, sample_images, train_batches
+from .distributed import data_parallel as parallel
+from .distributed import preemption
+from .accuracy import accuracy
+from .checkpointer import Checkpointer
+from .config import Config
+from .data import train_batches
 from .ema import EMA
 from .execution import Execution
-from .evaluate import accuracy, network_at, results_table, sweep, write_results
+from .distributed.coordinate_parallel import generation_strategy
 from .inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
 from .losses import step_losses
 from .metamorphic import MetamorphicNet
-from .models.resnet import ResNetFamily, Teacher
-from .generation import generation_strategy
-from .probe import Probe
-from .recipe import Stage, generated_layers, plan
+from .models.family import Teacher
+from .probe import Callback
+from .recipe import Stage, steps_per_stage
+from .run import RunContext
+from .logger import Logger
 from .selection import Selection
-from .runtime import Logger, make_accelerator, seed_everything, set_threads
-from .teacher import build_reference, family_from_config, train_teacher
-
-
-class StageError(RuntimeError):
-    pass
-
-
-def build_net(cfg: Config, family: ResNetFamily, reference: dict) -> MetamorphicNet:
-    """The INR with a head for every tensor of the whole plan (all active until `activate`)."""
-    return MetamorphicNet(family, reference, generated_layers(family, cfg.meta.generated), cfg.inr,
-                          cfg.meta.scale, cfg.meta.norm, cfg.meta.train_head, cfg.meta.alpha_init)
-
-
-def stage_plan(cfg: Config, family: ResNetFamily) -> tuple[Stage, ...]:
-    return plan(family, cfg.meta.generated, cfg.recipe.incremental, cfg.recipe.units_per_stage)
-
-
-def stage_dir(cfg: Config, k: int) -> Path:
-    return Path(cfg.run_dir) / f"stage_{k}"
-
-
-def steps_per_stage(cfg: Config, n_train: int) -> int:
-    per_step = cfg.data.batch_size * cfg.train.widths_per_step
-    return cfg.train.max_steps or max(1, int(cfg.train.epochs * n_train / per_step))
-
-
-def is_seen(cfg: Config, fraction: float) -> bool:
-    return cfg.meta.min_width - 1e-9 <= fraction <= cfg.meta.max_width + 1e-9
+from .sweep import network_at
+from .trained import build_net, calibration_batch, load_trained, selected_network
 
 
 def step_rng(cfg: Config, step: int, micro: int, rank: int) -> tuple[float, torch.Generator]:
@@ -101,18 +75,20 @@ def lr_lambda(cfg: Config, total: int):
     return f
 
 
-def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, reference: dict,
-                stages: tuple[Stage, ...], k: int, teacher: Teacher | None = None) -> dict:
+def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = None,
+                callback: Callback | None = None) -> dict:
     """Train (or resume) stage k; writes `final.pt` and `COMPLETE` last."""
-    tc, micro_batches, stage, sdir = cfg.train, cfg.train.widths_per_step, stages[k - 1], stage_dir(cfg, k)
+    cfg, tc, stage, sdir = ctx.cfg, ctx.cfg.train, ctx.stages[k - 1], ctx.stage_dir(k)
+    micro_batches, callback = tc.widths_per_step, callback or Callback()
     parallel.configure(accelerator, micro_batches, tc.grad_clip, tc.clip_mode, cfg.data.batch_size)
     stop = preemption.Preemption.watch()  # from here a SLURM signal stops the stage at a step boundary
-    resume_from = resume_point(cfg, accelerator, sdir)
+    checkpointer = Checkpointer(cfg, accelerator, sdir)
+    resume_from = checkpointer.find_resume_point()
     # On the accelerator before the warm-up: it is thousands of small INR steps.
-    model = _stage_start(cfg, family, reference, stages, k).to(accelerator.device)
+    model = _stage_start(ctx, k).to(accelerator.device)
     parallel.freeze_unused(model, list(model.alphas().values()))
-    total = steps_per_stage(cfg, len(splits.train))
-    log = Logger(accelerator, Path(cfg.run_dir) / "tb" / sdir.name, total, sdir.name)
+    total = steps_per_stage(cfg, len(ctx.splits.train))
+    log = Logger(accelerator, ctx.run.tb(sdir.name), total, sdir.name)
     if resume_from is None:
         _initialise(cfg, model, stage, log)
     ex = Execution.from_config(tc)
@@ -129,61 +105,40 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
         teacher = parallel.prepare_teacher(accelerator, teacher, tc.teacher_mode)
     ex.prepare(model, teacher)
 
-    start = _resume(accelerator, resume_from, sched, ema, cfg) if resume_from is not None else 0
+    start = checkpointer.resume(sched, ema)
     log.progress(start)
-    data = train_batches(cfg, accelerator, splits.train, start * micro_batches)
+    data = train_batches(cfg, accelerator, ctx.splits.train, start * micro_batches)
     select = Selection(sdir, tc.select_every, cfg.digest())
-    probe = Probe(k, accelerator.process_index)
-    probe.start(lambda: parallel.full_state_dict(accelerator, model))
+    callback.on_start(lambda: parallel.full_state_dict(accelerator, model))
     for step in range(start, total):
-        full_terms = train_step(cfg, accelerator, net, opt, data, step, ex, teacher, probe)
+        full_terms = train_step(cfg, accelerator, net, opt, data, step, ex, teacher, callback)
         log.count(micro_batches * cfg.data.batch_size * accelerator.num_processes)
         sched.step()
         with parallel.gathered(accelerator, model):
             ema.update(model)
         done = step + 1
         if done % tc.log_every == 0 or done == total:
-            ips = log.throughput()
-            full_terms = {n: v.item() for n, v in full_terms.items()}
-            with parallel.gathered(accelerator, model):
-                alphas = {f"alpha/{b}": a.item() for b, a in model.alphas().items()}
-            log.scalars(done, {**full_terms, **alphas, "lr": sched.get_last_lr()[0], "images_per_s": ips,
-                               **data.fault_scalars()})
-            log.progress(done, loss=full_terms["loss/total"], img_s=ips)
+            log.step(done, lambda: _step_scalars(accelerator, model, full_terms), "loss/total",
+                     sched.get_last_lr()[0], data.fault_scalars())
         if select.due(done, total):
-            _offer(cfg, accelerator, model, ema, family, reference, stage, splits, select, log, done)
+            _offer(ctx, accelerator, model, ema, stage, select, log, done)
         if stop.requested(accelerator) and done < total:  # preempted or near the time limit
-            _save(accelerator, sdir, done, sched, ema, cfg, data.per_epoch)
+            checkpointer.save(done, sched, ema, data.per_epoch)
             log.close()
             stop.exit(f"{sdir.name} step {done}")
         if (tc.save_every and done % tc.save_every == 0) or done == total:
-            _save(accelerator, sdir, done, sched, ema, cfg, data.per_epoch)
-        probe.step_done(done)
+            checkpointer.save(done, sched, ema, data.per_epoch)
+        callback.on_step_end(done)
     final = {"model": parallel.full_state_dict(accelerator, model), "ema": ema.state_dict(cpu=True),
              "config": cfg.to_dict(), "stage": k, "steps": total}
-    probe.final(final["model"], final["ema"], parallel.local_numel(model))
-    probe.close()
-    if select.best is not None:  # the best held-out candidate is the stage's result
-        best = select.best
-        final.update(model=best["model"], ema=best["ema"], selected_step=best["step"])
-        val = best["val"]
-    else:
-        selected = selected_network(cfg, family, reference, final, stage.layers).to(accelerator.device)
-        val = _validate(cfg, accelerator, selected, splits)
-        log.scalars(total, {f"val/accuracy@{w:g}": a for w, a in val.items()})
-    log.print(f"{sdir.name}: val accuracy " + ", ".join(f"{w:g}: {a:.4f}" for w, a in val.items())
-              + (f" (held-out selection: step {final['selected_step']} of {total})" if "selected_step" in final else ""))
-    log.close()
-    final["val"] = val
-    if accelerator.is_main_process:
-        ckpt.atomic_torch_save(final, sdir / "final.pt")
-        ckpt.mark_complete(sdir, {"steps": total, "val": val})
-    accelerator.wait_for_everyone()
+    callback.on_end(final["model"], final["ema"], parallel.local_numel(model))
+    _hand_off(ctx, accelerator, final, select, stage, log, total)
+    checkpointer.finish(final, {"steps": total, "val": final["val"]})
     return final
 
 
 def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Execution, teacher=None,
-               probe: Probe | None = None) -> dict[str, torch.Tensor]:
+               callback: Callback | None = None) -> dict[str, torch.Tensor]:
     """One optimiser step: `train.widths_per_step` micro-batches, each at its own width (the
     first at full width), gradients accumulated; returns the full-width micro-batch's losses,
     still on the device (reading them back here would sync every step)."""
@@ -191,8 +146,8 @@ def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Executio
     net.train()
     for micro in range(cfg.train.widths_per_step):
         x, y = next(data)
-        if probe is not None:
-            probe.batch(step, micro, x)
+        if callback is not None:
+            callback.on_batch(step, micro, x)
         x = ex.batch(x)
         fraction, gen = step_rng(cfg, step, micro, rank)
         with accelerator.accumulate(net):
@@ -212,14 +167,13 @@ def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Executio
     return full_terms
 
 
-def _stage_start(cfg: Config, family: ResNetFamily, reference: dict, stages: tuple[Stage, ...],
-                 k: int) -> MetamorphicNet:
+def _stage_start(ctx: RunContext, k: int) -> MetamorphicNet:
     """Stage k's network before training: stage k−1's selected network, stage k's layers active."""
-    net = build_net(cfg, family, reference["weights"])
+    net = build_net(ctx.cfg, ctx.family, ctx.reference["weights"])
     if k > 1:
-        prev = load_trained(cfg, family, reference, stages, k - 1)
+        prev = load_trained(ctx, k - 1)
         net.load_state_dict(prev.state_dict())
-    net.activate(stages[k - 1].layers)
+    net.activate(ctx.stages[k - 1].layers)
     return net
 
 
@@ -246,214 +200,51 @@ def _initialise(cfg: Config, model: MetamorphicNet, stage: Stage, log: Logger) -
               "reconstruction MSE " + ", ".join(f"{f:g}: {e:.3e}" for f, e in errors.items()))
 
 
-def _offer(cfg, accelerator, model, ema, family, reference, stage, splits, select, log, step: int) -> None:
+def _step_scalars(accelerator, model, full_terms: dict) -> dict[str, float]:
+    """The step's full-width losses and every α; reading them back syncs, so it happens only
+    every `train.log_every` steps (gathering α is a collective under ZeRO-3: every rank)."""
+    full_terms = {n: v.item() for n, v in full_terms.items()}
+    with parallel.gathered(accelerator, model):
+        alphas = {f"alpha/{b}": a.item() for b, a in model.alphas().items()}
+    return {**full_terms, **alphas}
+
+
+def _offer(ctx: RunContext, accelerator, model, ema, stage: Stage, select: Selection, log: Logger,
+           step: int) -> None:
     """Score the EMA network on the held-out split and offer it to the stage's selection."""
     candidate = {"model": parallel.full_state_dict(accelerator, model), "ema": ema.state_dict(cpu=True)}
-    net = selected_network(cfg, family, reference, candidate, stage.layers).to(accelerator.device)
-    val = _validate(cfg, accelerator, net, splits)
+    net = selected_network(ctx, candidate, stage.layers).to(accelerator.device)
+    val = _validate(ctx, accelerator, net)
     kept = select.offer(step, val, candidate, accelerator.is_main_process)
     log.scalars(step, {**{f"val/accuracy@{w:g}": a for w, a in val.items()}, "val/kept": float(kept)})
 
 
-def _save(accelerator, sdir, step, sched, ema, cfg, batches_per_epoch: int) -> None:
-    micro = step * cfg.train.widths_per_step
-    meta = {"config_digest": cfg.digest(), "world_size": accelerator.num_processes,
-            "mode": parallel.mode(accelerator),
-            "data": {"micro_batches": micro, "epoch": micro // batches_per_epoch,
-                     "batches_per_epoch": batches_per_epoch, "batch_size": cfg.data.batch_size}}
-    ckpt.save_state(accelerator, sdir, step, meta, {"ema": ema.state_dict(cpu=True), "sched": sched.state_dict()})
-    if accelerator.is_main_process:
-        ckpt.prune(sdir, cfg.train.keep_checkpoints)
-
-
-def resume_point(cfg: Config, accelerator, sdir: Path) -> Path | None:
-    """The checkpoint stage `sdir` resumes from (`train.resume`), or None to start it afresh.
-
-    `none` deletes the stage's earlier checkpoints, so that a later `auto` cannot pick one of
-    them over the new run's; a named checkpoint applies to its own stage only.
-    """
-    how = cfg.train.resume
-    if how == "none":
-        if accelerator.is_main_process:
-            if ckpt.checkpoints(sdir):
-                print(f"train.resume=none: deleting the checkpoints of {sdir}")
-            for old in ckpt.checkpoints(sdir):
-                shutil.rmtree(old)
-            Selection.forget(sdir)
-        accelerator.wait_for_everyone()
-        return None
-    if how != "auto" and Path(how).resolve().parent == sdir.resolve():
-        return ckpt.named_checkpoint(Path(how))
-    return ckpt.latest_checkpoint(sdir)
-
-
-def _resume(accelerator, latest: Path, sched, ema, cfg) -> int:
-    meta = ckpt.read_meta(latest)
-    if meta["config_digest"] != cfg.digest():
-        raise ckpt.CheckpointError(f"{latest} was written by a different config; resume with the same "
-                                   f"config or use a new run_dir")
-    if meta["world_size"] != accelerator.num_processes:
-        # The data position is counted in per-rank batches and ZeRO shards are per rank:
-        # neither maps onto another world size without resharding.
-        raise ckpt.CheckpointError(f"{latest} was written by {meta['world_size']} processes, this run has "
-                                   f"{accelerator.num_processes}: relaunch with --num_processes {meta['world_size']} "
-                                   f"(or `neumeta-dist consolidate` it and start a new run from the file)")
-    if meta.get("mode", parallel.mode(accelerator)) != parallel.mode(accelerator):
-        raise ckpt.CheckpointError(f"{latest} was written under {meta['mode']}, this run is "
-                                   f"{parallel.mode(accelerator)}: relaunch with the same accelerate config")
-    try:
-        accelerator.load_state(str(latest))
-    except Exception as e:  # a shard that passed the manifest but does not load
-        raise ckpt.CheckpointError(f"{latest} does not load ({type(e).__name__}: {e}); delete it to resume "
-                                   "from the one before") from None
-    ema.load_state_dict(ckpt.load_torch(latest / "ema.pt", "EMA state"))
-    sched.load_state_dict(ckpt.load_torch(latest / "sched.pt", "scheduler state"))
-    if accelerator.is_main_process:
-        print(f"resuming {latest.parent.name} from {latest.name} (step {meta['step']})")
-    return meta["step"]
+def _hand_off(ctx: RunContext, accelerator, final: dict, select: Selection, stage: Stage, log: Logger,
+              total: int) -> None:
+    """The stage's result in `final`: the best held-out candidate when selection ran, else
+    the last network, with its held-out accuracies (`final["val"]`)."""
+    if select.best is not None:  # the best held-out candidate is the stage's result
+        best = select.best
+        final.update(model=best["model"], ema=best["ema"], selected_step=best["step"])
+        val = best["val"]
+    else:
+        selected = selected_network(ctx, final, stage.layers).to(accelerator.device)
+        val = _validate(ctx, accelerator, selected)
+        log.scalars(total, {f"val/accuracy@{w:g}": a for w, a in val.items()})
+    name = ctx.stage_dir(stage.index).name
+    log.print(f"{name}: val accuracy " + ", ".join(f"{w:g}: {a:.4f}" for w, a in val.items())
+              + (f" (held-out selection: step {final['selected_step']} of {total})" if "selected_step" in final else ""))
+    log.close()
+    final["val"] = val
 
 
 @torch.no_grad()
-def _validate(cfg, accelerator, net: MetamorphicNet, splits) -> dict[float, float]:
+def _validate(ctx: RunContext, accelerator, net: MetamorphicNet) -> dict[float, float]:
     """Held-out accuracy of the selected network at the ends of the training range (as
-    evaluated: recalibrated when meta.norm=recalib)."""
-    out = {}
+    evaluated: recalibrated when the BN strategy recalibrates)."""
+    cfg, out = ctx.cfg, {}
     for w in sorted({cfg.meta.min_width, cfg.meta.max_width}):
-        weights = network_at(net, w, 1, calibration_batch(cfg, splits))
-        out[w] = accuracy(lambda x: net(x, w, weights=weights)[0], splits.val, cfg.data.eval_batch_size,
+        weights = network_at(net, w, 1, calibration_batch(ctx))
+        out[w] = accuracy(lambda x: net(x, w, weights=weights)[0], ctx.splits.val, cfg.data.eval_batch_size,
                           accelerator)
     return out
-
-
-def selected_network(cfg: Config, family: ResNetFamily, reference: dict, result: dict,
-                     layers) -> MetamorphicNet:
-    """The network a stage result (final.pt or a consolidated checkpoint) selects: its EMA
-    weights unless eval.use_ema=false, generating `layers`, in eval mode."""
-    net = build_net(cfg, family, reference["weights"])
-    net.load_state_dict(result["model"])
-    if cfg.eval.use_ema:
-        ema = EMA(net, result["ema"]["decay"])
-        ema.load_state_dict(result["ema"])
-        ema.copy_to(net)
-    net.activate(layers)
-    return net.eval()
-
-
-def load_trained(cfg: Config, family: ResNetFamily, reference: dict, stages: tuple[Stage, ...],
-                 k: int) -> MetamorphicNet:
-    """Stage k's selected network (EMA weights unless eval.use_ema=false), stage k's layers active."""
-    final = ckpt.load_torch(stage_dir(cfg, k) / "final.pt", f"stage {k} result")
-    return selected_network(cfg, family, reference, final, stages[k - 1].layers)
-
-
-def calibration_batch(cfg: Config, splits: Splits) -> torch.Tensor | None:
-    """Training images for the per-width recalibration (meta.norm=recalib), else None."""
-    return sample_images(splits.train, cfg.eval.calib_samples) if cfg.meta.norm == "recalib" else None
-
-
-def completed_stages(cfg: Config, stages: tuple[Stage, ...]) -> int:
-    """How many stages, counted from the first, are COMPLETE."""
-    n = 0
-    while n < len(stages) and ckpt.is_complete(stage_dir(cfg, n + 1)):
-        n += 1
-    return n
-
-
-def evaluate_run(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, reference: dict,
-                 teacher_art: dict, stages: tuple[Stage, ...], result: dict | None = None) -> dict:
-    """Width sweep of the last complete stage (or of `result`, a consolidated checkpoint);
-    writes results.{json,md} and the plot."""
-    if result is not None:
-        done = result["stage"]
-        net = selected_network(cfg, family, reference, result, stages[done - 1].layers)
-    else:
-        done = completed_stages(cfg, stages)
-        if done == 0:
-            raise StageError(f"{cfg.run_dir} has no COMPLETE stage: train stage 1 first")
-        net = load_trained(cfg, family, reference, stages, done)
-    net = net.to(accelerator.device)
-    rows = sweep(net, cfg.eval.widths, splits.test, cfg.data.eval_batch_size, cfg.eval.samples,
-                 lambda w: is_seen(cfg, w), accelerator, calibration_batch(cfg, splits))
-    results = {"teacher": {"accuracy": teacher_art["accuracy"], "params": teacher_art["params"]},
-               "widths": rows, "dataset": splits.name, "model": family.name, "recipe": cfg.recipe.name,
-               "stages_completed": done, "stages_planned": len(stages),
-               "generated_layers": net.generated_names(),
-               "smoothing": {"tv_before": reference.get("tv_before"), "tv_after": reference.get("tv_after")}}
-    if accelerator.is_main_process:
-        write_results(Path(cfg.run_dir), results)
-        from torch.utils.tensorboard import SummaryWriter
-        with SummaryWriter(str(Path(cfg.run_dir) / "tb" / "eval")) as tb:
-            for row in rows:  # x axis: width in per mille, so widths sort as numbers do
-                tb.add_scalar("eval/accuracy_vs_width", row["accuracy"], round(1000 * row["width"]))
-                tb.add_scalar("eval/compression_vs_width", row["compression"], round(1000 * row["width"]))
-    return results
-
-
-def run(cfg: Config, only_stage: int | None = None) -> dict | None:
-    """The whole plan (skipping COMPLETE stages), or only `only_stage` (0 = the teacher)."""
-    set_threads()
-    accelerator = make_accelerator(cfg.train.seed)
-    seed_everything(cfg.train.seed)
-    run_dir = Path(cfg.run_dir)
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    splits = load_splits(cfg.data, cfg.train.seed)
-    family = family_from_config(cfg, splits)
-    stages = stage_plan(cfg, family)
-    if only_stage is not None and not 0 <= only_stage <= len(stages):
-        raise StageError(f"--stage {only_stage}: the plan has stages 0..{len(stages)} (see `neumeta-dist plan`)")
-    _check_resume_target(cfg, stages)
-    if only_stage not in (None, 0) and not (run_dir / "teacher" / "reference.pt").is_file():
-        raise StageError(f"stage 0 (teacher) of {run_dir} is not complete: run it first with --stage 0")
-    teacher_art = train_teacher(cfg, accelerator, splits, family)
-    reference = build_reference(cfg, accelerator, family, teacher_art, splits)
-    if only_stage == 0:
-        return None
-    teacher = None
-    if cfg.loss.kd > 0:
-        teacher = Teacher(family)
-        teacher.load_state_dict(teacher_art["state_dict"])
-    for k in range(1, len(stages) + 1):
-        if (only_stage is not None and k != only_stage) or ckpt.is_complete(stage_dir(cfg, k)):
-            continue
-        if k > 1 and not ckpt.is_complete(stage_dir(cfg, k - 1)):
-            raise StageError(f"stage {k} needs stage {k - 1} COMPLETE ({stage_dir(cfg, k - 1)}): run "
-                             f"`launch/train.py --config <cfg> --stage {k - 1}` first")
-        seed_everything(cfg.train.seed + k)
-        train_stage(cfg, accelerator, splits, family, reference, stages, k, teacher)
-    results = None
-    if only_stage is None or only_stage == len(stages):
-        results = evaluate_run(cfg, accelerator, splits, family, reference, teacher_art, stages)
-        if accelerator.is_main_process:
-            print(results_table(results))
-    accelerator.end_training()
-    return results
-
-
-def _check_resume_target(cfg: Config, stages: tuple[Stage, ...]) -> None:
-    """A named `train.resume` must be a whole checkpoint of one of this run's stages (fail early)."""
-    how = cfg.train.resume
-    if how in ("auto", "none"):
-        return
-    path = ckpt.named_checkpoint(Path(how))
-    if path.resolve().parent not in {stage_dir(cfg, k).resolve() for k in range(1, len(stages) + 1)}:
-        raise ckpt.CheckpointError(f"train.resume={how}: not a checkpoint of {cfg.run_dir} (expected "
-                                   f"{cfg.run_dir}/stage_<k>/checkpoint_<step>)")
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train a metamorphic network: the whole plan, or one stage.")
-    p.add_argument("--config", required=True, help="experiment YAML, e.g. configs/demo.yaml")
-    p.add_argument("--stage", type=int, default=None,
-                   help="run only this stage (0 = teacher + smoothing); default: every remaining stage")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
-    args = p.parse_intermixed_args(argv)  # `--stage k` may follow the overrides
-    try:
-        run(load_config(args.config, args.overrides), args.stage)
-    except (StageError, ckpt.CheckpointError, ConfigError, DataError, parallel.ParallelError) as e:
-        raise SystemExit(f"error: {e}") from None
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,7 +1,7 @@
 """Shared builders for the smallest real networks the tests need.
 
 `make_net` is the one place that knows how a MetamorphicNet is put together (mirroring
-`neumeta_dist.train.build_net`): if its constructor changes, only this file follows.
+`neumeta_dist.trained.build_net`): if its constructor changes, only this file follows.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 
 from neumeta_dist.config import INRConfig
 from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models.resnet import Teacher, build_family
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher
 from neumeta_dist.recipe import generated_layers
 
 

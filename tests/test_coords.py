@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from neumeta_dist.coords import build_table, centre_columns, normalise, split_output
-from neumeta_dist.models.resnet import build_family
+from neumeta_dist.models import build_family
 from neumeta_dist.recipe import metamorphic_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")

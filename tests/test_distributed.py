@@ -128,7 +128,8 @@ def _task_loss(run: Path, state: dict) -> float:
     from neumeta_dist import checkpoint as ckpt
     from neumeta_dist.data import load_splits
     from neumeta_dist.teacher import family_from_config
-    from neumeta_dist.train import build_net, stage_plan
+    from neumeta_dist.recipe import stage_plan
+    from neumeta_dist.trained import build_net
 
     cfg = load_config(run / "config.yaml")
     splits = load_splits(cfg.data, cfg.train.seed)
@@ -154,7 +155,8 @@ def test_every_rank_ends_with_the_same_whole_network(runs, mode):
     run = runs.get("uninterrupted", mode)
     r0, r1 = (torch.load(run / "trace" / f"final_rank{r}_stage1.pt", weights_only=False) for r in (0, 1))
     final = _final(run)
-    assert _max_diff(r0["model"], r1["model"]) == 0 and _max_diff(r0["model"], final["model"]) == 0
+    # (rank 0's dump and final.pt are written from one dict: comparing them would test nothing)
+    assert _max_diff(r0["model"], r1["model"]) == 0
     assert _max_diff(r0["ema"]["shadow"], r1["ema"]["shadow"]) == 0
     total = sum(v.numel() for v in final["model"].values())
     if mode == "zero3":  # each rank stores only its partition of every parameter
@@ -223,17 +225,15 @@ def test_next_stage_starts_from_zero3_shards_of_the_previous_one(runs):
     """Stage 2, after ZeRO-3 partitioned and re-gathered it, holds stage 1's selected network:
     every head of stage 1's layers, α and the classifier (its new heads are initialised anew)."""
     from neumeta_dist import checkpoint as ckpt
-    from neumeta_dist.data import load_splits
-    from neumeta_dist.teacher import family_from_config
-    from neumeta_dist.train import load_trained, stage_plan
+    from neumeta_dist.run import RunContext
+    from neumeta_dist.trained import load_trained
 
     run = runs.get("resumed", "zero3")["run"]
     assert (run / "stage_2" / "COMPLETE").is_file()
     assert json.loads((run / "results.json").read_text())["stages_completed"] == 2
     cfg = load_config(run / "config.yaml")
-    family = family_from_config(cfg, load_splits(cfg.data, cfg.train.seed))
     reference = ckpt.load_torch(run / "teacher" / "reference.pt", "reference")
-    prev = load_trained(cfg, family, reference, stage_plan(cfg, family), 1)
+    prev = load_trained(RunContext.load(cfg).with_teacher(None, reference), 1)
     heads = torch.tensor(sorted({prev.head_of(n) for n in prev.generated_names()}))
     for rank in (0, 1):
         start = torch.load(run / "trace" / f"start_rank{rank}_stage2.pt", weights_only=False)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from neumeta_dist.export import PlainNet, load_exported, materialise, save_exported
-from neumeta_dist.models.resnet import build_family
+from neumeta_dist.models import build_family
 
 from conftest import make_net
 

@@ -18,8 +18,8 @@ import torch.multiprocessing as mp
 
 from neumeta_dist.config import ConfigError, LossConfig, load_config
 from neumeta_dist.losses import step_losses
-from neumeta_dist.models.resnet import build_family
-from neumeta_dist.generation import generation_strategy, replicated, row_ranges, slice_segments
+from neumeta_dist.models import build_family
+from neumeta_dist.distributed.coordinate_parallel import generation_strategy, replicated, row_ranges, slice_segments
 
 from conftest import make_net
 from test_pipeline import BIN, ROOT, TINY, _env

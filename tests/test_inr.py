@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from neumeta_dist.inr import INR, SegmentPlan, fourier_features, grouped_segment_mm
-from neumeta_dist.models.resnet import build_family
+from neumeta_dist.models import build_family
 from neumeta_dist.recipe import generated_layers, metamorphic_groups
 
 from conftest import make_net

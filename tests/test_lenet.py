@@ -10,7 +10,8 @@ from neumeta_dist.export import PlainNet, load_exported, save_exported
 from neumeta_dist.metamorphic import MetamorphicNet
 from neumeta_dist.models import family_from_dict
 from neumeta_dist.models.lenet import LeNetFamily
-from neumeta_dist.models.resnet import Teacher, apply_layer, build_family, parameter_count
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher, apply_layer, parameter_count
 from neumeta_dist.recipe import generated_layers, metamorphic_groups
 from neumeta_dist.smoothing import smooth, total_variation
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neumeta_dist.models.resnet import FAMILIES, Teacher, apply_layer, build_family, parameter_count
+from neumeta_dist.models import build_family
+
+from neumeta_dist.models.family import Teacher, apply_layer, parameter_count
+
+from neumeta_dist.models.resnet import FAMILIES
 
 from conftest import random_bn_teacher
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from neumeta_dist.inr_init import subsample_index
-from neumeta_dist.models.resnet import apply_layer
-from neumeta_dist.norms import channel_stats, layer_stats, recalibrate
+from neumeta_dist.models.family import apply_layer
+from neumeta_dist.recalib import channel_stats, layer_stats, recalibrate
 
 from conftest import make_net
 
@@ -92,12 +92,12 @@ def _record(store, spec, y):
 
 
 def _gn_family():
-    from neumeta_dist.models.resnet import build_family
+    from neumeta_dist.models import build_family
     return build_family("resnet20", 0.25, in_channels=1, num_classes=10, norm="group")
 
 
 def _gn_teacher(family):
-    from neumeta_dist.models.resnet import Teacher
+    from neumeta_dist.models.family import Teacher
     torch.manual_seed(0)
     teacher = Teacher(family)
     with torch.no_grad():
@@ -136,7 +136,7 @@ def test_groupnorm_smoothing_keeps_the_function():
 def test_groupnorm_student_generates_each_layers_scale_in_the_same_call():
     from neumeta_dist.config import INRConfig
     from neumeta_dist.metamorphic import MetamorphicNet
-    from neumeta_dist.models.resnet import parameter_count
+    from neumeta_dist.models.family import parameter_count
     from neumeta_dist.recipe import generated_layers
     family = _gn_family()
     reference = _gn_teacher(family).eval().folded()

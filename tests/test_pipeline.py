@@ -93,7 +93,7 @@ def test_stage_training_lowers_the_task_loss(run):
 
 def test_exported_network_accuracy_equals_the_evaluated_one(run, tmp_path):
     from neumeta_dist.data import load_splits
-    from neumeta_dist.evaluate import accuracy
+    from neumeta_dist.accuracy import accuracy
     from neumeta_dist.export import load_exported
 
     out = cli("export", "--run", str(run), "--width", "0.5", "--out", str(tmp_path / "net.pt"))
@@ -155,16 +155,16 @@ def test_a_stage_before_the_teacher_is_refused(tmp_path):
 def test_next_stage_starts_from_the_previous_stage_selected_network(run):
     """Stage 2's units of stage 1 begin where stage 1 ended: same heads, same α, same head copy."""
     from neumeta_dist import checkpoint as ckpt
-    from neumeta_dist.data import load_splits
-    from neumeta_dist.teacher import family_from_config
-    from neumeta_dist.train import _stage_start, load_trained, stage_plan
+    from neumeta_dist.run import RunContext
+    from neumeta_dist.train import _stage_start
+    from neumeta_dist.trained import load_trained
 
     cfg = load_config(run / "config.yaml")
-    family = family_from_config(cfg, load_splits(cfg.data, cfg.train.seed))
     reference = ckpt.load_torch(run / "teacher" / "reference.pt", "reference")
-    stages = stage_plan(cfg, family)
-    prev = load_trained(cfg, family, reference, stages, 1)
-    start = _stage_start(cfg, family, reference, stages, 2)
+    ctx = RunContext.load(cfg).with_teacher(None, reference)
+    stages = ctx.stages
+    prev = load_trained(ctx, 1)
+    start = _stage_start(ctx, 2)
     for (n, a), (m, b) in zip(prev.state_dict().items(), start.state_dict().items()):
         assert n == m and torch.equal(a, b), n
     assert [l.name for l in start.generated] == [l.name for l in stages[1].layers]
@@ -192,7 +192,7 @@ def test_training_is_deterministic_on_cpu(run, tmp_path):
 def test_the_training_entry_point_exits_with_the_status_of_its_run(body, status, stderr):
     """launch/train.py leaves through `exit_skipping_teardown`: same statuses and messages as a
     normal exit, and output still buffered in a pipe is written."""
-    code = ("import sys\nfrom neumeta_dist.runtime import exit_skipping_teardown\n"
+    code = ("import sys\nfrom neumeta_dist.process import exit_skipping_teardown\n"
             f"def entry():\n    print('buffered', end='')\n    {body}\nexit_skipping_teardown(entry)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == status, out.stderr

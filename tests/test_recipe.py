@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neumeta_dist.inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
-from neumeta_dist.models.resnet import build_family
+from neumeta_dist.models import build_family
 from neumeta_dist.recipe import describe, matching_layers, plan, units
 
 from conftest import make_net

@@ -41,9 +41,9 @@ def test_the_stage_result_is_the_best_held_out_candidate_and_scores_as_recorded(
     held-out score, and re-scoring that stored network gives the recorded accuracies."""
     from neumeta_dist import checkpoint as ckpt
     from neumeta_dist.config import load_config
-    from neumeta_dist.data import load_splits
-    from neumeta_dist.teacher import family_from_config
-    from neumeta_dist.train import _validate, selected_network, stage_plan
+    from neumeta_dist.run import RunContext
+    from neumeta_dist.train import _validate
+    from neumeta_dist.trained import selected_network
 
     sel = tmp_path / "sel"
     shutil.copytree(run / "teacher", sel / "teacher")
@@ -59,10 +59,9 @@ def test_the_stage_result_is_the_best_held_out_candidate_and_scores_as_recorded(
     best_step = max(sorted(logged), key=lambda s: (sum(logged[s]), s))
     assert final["selected_step"] == best_step
     cfg = load_config(sel / "config.yaml")
-    splits = load_splits(cfg.data, cfg.train.seed)
-    family = family_from_config(cfg, splits)
     reference = ckpt.load_torch(sel / "teacher" / "reference.pt", "reference")
-    net = selected_network(cfg, family, reference, final, stage_plan(cfg, family)[0].layers)
-    again = _validate(cfg, None, net, splits)
+    ctx = RunContext.load(cfg).with_teacher(None, reference)
+    net = selected_network(ctx, final, ctx.stages[0].layers)
+    again = _validate(ctx, None, net)
     assert again == final["val"]
     assert abs(sum(again.values()) - sum(logged[best_step])) < 1e-6

@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from neumeta_dist.models.resnet import apply_layer, build_family
+from neumeta_dist.models import build_family
+
+from neumeta_dist.models.family import apply_layer
 from neumeta_dist.smoothing import (channel_features, path_length, permute, smooth, solve_path,
                                     total_variation)
 

@@ -226,7 +226,7 @@ import json, sys
 from pathlib import Path
 from neumeta_dist.config import load_config
 from neumeta_dist.data import load_splits, train_batches
-from neumeta_dist.runtime import make_accelerator
+from neumeta_dist.distributed.accelerator import make_accelerator
 
 acc = make_accelerator(0)
 cfg = load_config(None, sys.argv[2:])

@@ -1,6 +1,6 @@
 """NeuMeta's Fashion-MNIST network as a family: three 5×5 convs, each with max-pool, then a linear head.
 
-It speaks the same interface as `ResNetFamily` (layers between channel groups, a topology
+It speaks the family interface (models/family.py) (layers between channel groups, a topology
 walker), so the BN teacher, folding, smoothing, coordinates and export work on it unchanged.
 There are no residual blocks: every conv writes a group of its own ("c1", "c2", "c3"), and
 all of them follow the sampled width — NeuMeta generates this whole network (widths 8..32).
@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .resnet import CLASSES, IMAGE, Layer, scale_sizes
+from .family import CLASSES, IMAGE, Layer, scale_sizes
 
 KERNEL = 5  # padding k // 2 = 2 keeps 28×28; the pools then give 14, 7, 3
 DEFAULT_CHANNELS = (32, 32, 32)  # width 1.0; NeuMeta trains 8..32 of these

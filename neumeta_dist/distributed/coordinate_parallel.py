@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError
+from ..config import ConfigError
 
 Segments = Sequence[tuple[int, int, int]]
 Columns = Sequence[torch.Tensor | None]

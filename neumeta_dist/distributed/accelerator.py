@@ -1,0 +1,32 @@
+"""The Accelerator every entry point makes: one launcher config serves GPUs and CPUs."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def make_accelerator(seed: int = 0):
+    """One Accelerator for every stage; gloo when there is no GPU.
+
+    So that one launcher config (configs/accelerate/*.yaml) serves GPUs and CPUs: without an
+    explicit gloo backend, Accelerate on CPU counts one process even when `accelerate launch`
+    started several (while DeepSpeed sees them all), and a multi-GPU (DDP) config on a machine
+    without GPUs runs every process alone unless asked for CPU data parallelism (`cpu=True`;
+    DeepSpeed picks its CPU accelerator itself and must not get that flag).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # DDP would re-broadcast every buffer at each forward: the INR's are the teacher's
+    # weights, identical on every rank by construction, so that is pure traffic.
+    handlers = [DistributedDataParallelKwargs(broadcast_buffers=False)]
+    cpu_parallel = multi and not torch.cuda.is_available()
+    if cpu_parallel:
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    # A seedable sampler makes the data order a function of (seed, epoch): resuming needs
+    # no sampler state, only the number of batches already consumed.
+    return Accelerator(cpu=cpu_parallel and not deepspeed, kwargs_handlers=handlers, dataloader_config=DataLoaderConfiguration(
+        use_seedable_sampler=True, data_seed=seed))

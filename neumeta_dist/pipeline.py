@@ -1,0 +1,89 @@
+"""The whole pipeline under Accelerate: teacher → smoothing → INR stages → width sweep.
+
+`run` builds the run context once, runs stage 0 (teacher.py), then every INR stage not yet
+COMPLETE (train.py, in order, each from its predecessor's result), then the width sweep of
+the last one (trained.py). `launch/train.py` and `neumeta-dist train` call `main`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import checkpoint as ckpt
+from . import probe
+from .distributed import data_parallel as parallel
+from .checkpointer import Checkpointer
+from .config import Config, ConfigError, load_config, save_config
+from .data import DataError
+from .models.family import Teacher
+from .results import results_table
+from .run import RunContext, RunDir, StageError
+from .distributed.accelerator import make_accelerator
+from .process import seed_everything, set_threads
+from .teacher import build_reference, train_teacher
+from .train import train_stage
+from .trained import evaluate_run
+
+
+def run(cfg: Config, only_stage: int | None = None) -> dict | None:
+    """The whole plan (skipping COMPLETE stages), or only `only_stage` (0 = the teacher)."""
+    set_threads()
+    accelerator = make_accelerator(cfg.train.seed)
+    seed_everything(cfg.train.seed)
+    ctx = _context(cfg, accelerator, only_stage)
+    art = train_teacher(cfg, accelerator, ctx.splits, ctx.family)
+    ctx = ctx.with_teacher(art, build_reference(cfg, accelerator, ctx.family, art, ctx.splits))
+    if only_stage == 0:
+        return None
+    teacher = None
+    if cfg.loss.kd > 0:
+        teacher = Teacher(ctx.family)
+        teacher.load_state_dict(ctx.teacher["state_dict"])
+    for k in range(1, len(ctx.stages) + 1):
+        if (only_stage is not None and k != only_stage) or ctx.run.stage_complete(k):
+            continue
+        if k > 1 and not ctx.run.stage_complete(k - 1):
+            raise StageError(f"stage {k} needs stage {k - 1} COMPLETE ({ctx.stage_dir(k - 1)}): run "
+                             f"`launch/train.py --config <cfg> --stage {k - 1}` first")
+        seed_everything(cfg.train.seed + k)
+        train_stage(ctx, accelerator, k, teacher, probe.from_env(k, accelerator.process_index))
+    results = None
+    if only_stage is None or only_stage == len(ctx.stages):
+        results = evaluate_run(ctx, accelerator)
+        if accelerator.is_main_process:
+            print(results_table(results))
+    accelerator.end_training()
+    return results
+
+
+def _context(cfg: Config, accelerator, only_stage: int | None) -> RunContext:
+    """The run directory with its config, and the context; a stage outside the plan, a named
+    checkpoint of another run, or a stage before its teacher fail here, before any work."""
+    run_dir = RunDir(cfg.run_dir)
+    if accelerator.is_main_process:
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir.config)
+    ctx = RunContext.load(cfg)
+    if only_stage is not None and not 0 <= only_stage <= len(ctx.stages):
+        raise StageError(f"--stage {only_stage}: the plan has stages 0..{len(ctx.stages)} (see `neumeta-dist plan`)")
+    Checkpointer.check_resume_target(cfg, len(ctx.stages))
+    if only_stage not in (None, 0) and not run_dir.reference.is_file():
+        raise StageError(f"stage 0 (teacher) of {run_dir.root} is not complete: run it first with --stage 0")
+    return ctx
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Train a metamorphic network: the whole plan, or one stage.")
+    p.add_argument("--config", required=True, help="experiment YAML, e.g. configs/demo.yaml")
+    p.add_argument("--stage", type=int, default=None,
+                   help="run only this stage (0 = teacher + smoothing); default: every remaining stage")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
+    args = p.parse_intermixed_args(argv)  # `--stage k` may follow the overrides
+    try:
+        run(load_config(args.config, args.overrides), args.stage)
+    except (StageError, ckpt.CheckpointError, ConfigError, DataError, parallel.ParallelError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,170 @@
+"""A run directory and the context of a run: the one place that spells either out.
+
+Layout of `<run_dir>/` (README, docs/architecture.md):
+
+    config.yaml                   the resolved config, written when training starts
+    teacher/teacher.pt            stage 0: the BN teacher (state dict, family, test accuracy)
+    teacher/reference.pt          stage 0: folded (+ smoothed) weights; stage 0 ends with it
+    stage_<k>/checkpoint_<step>/  atomic checkpoints (checkpoint.py), newest whole one wins
+    stage_<k>/best.pt             the best held-out candidate so far (selection.py)
+    stage_<k>/final.pt            the stage's result, written before
+    stage_<k>/COMPLETE            the marker, written last
+    results.json, results.md, accuracy_vs_compression.png   the width sweep
+    tb/<name>/                    TensorBoard scalars (teacher, stage_<k>, eval)
+    slurm/jobs.json               the SLURM chain's state (submit.py)
+    individual.json               the per-width baseline (individual.py)
+
+Torch-free at import (slurm.py and submit.py run it on login nodes and in Submitit's
+unpickler): `RunContext.load` imports the data and model code when it is called.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .data import Splits
+    from .models.family import Family
+    from .recipe import Stage
+
+COMPLETE = "COMPLETE"
+META = "meta.json"
+FINAL = "final.pt"
+BEST = "best.pt"
+CHECKPOINT_GLOB = "checkpoint_*"
+_STAGE = re.compile(r"stage_(\d+)")
+
+
+def checkpoint_dir(stage_dir: Path, step: int, tmp: bool = False) -> Path:
+    """`checkpoint_<step>` (zero-padded so names sort as steps do); `tmp`: the name it is
+    written under before the atomic rename."""
+    return Path(stage_dir) / f"{'.tmp_' if tmp else ''}checkpoint_{step:08d}"
+
+
+def stage_index(stage_dir: Path) -> int | None:
+    """k of a `stage_<k>` directory, None for any other name."""
+    m = _STAGE.fullmatch(Path(stage_dir).name)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Every path and marker of one run directory."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def of_checkpoint(cls, ckpt: Path) -> "RunDir":
+        """The run holding `<run>/stage_<k>/checkpoint_<step>`."""
+        return cls(Path(ckpt).parent.parent)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.root / "teacher"
+
+    @property
+    def teacher(self) -> Path:
+        return self.teacher_dir / "teacher.pt"
+
+    @property
+    def reference(self) -> Path:
+        return self.teacher_dir / "reference.pt"
+
+    def stage(self, k: int) -> Path:
+        return self.root / f"stage_{k}"
+
+    def final(self, k: int) -> Path:
+        return self.stage(k) / FINAL
+
+    def tb(self, name: str) -> Path:
+        return self.root / "tb" / name
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def results_md(self) -> Path:
+        return self.root / "results.md"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "accuracy_vs_compression.png"
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.root / "slurm"
+
+    @property
+    def jobs(self) -> Path:
+        return self.slurm_dir / "jobs.json"
+
+    @property
+    def individual(self) -> Path:
+        return self.root / "individual.json"
+
+    def stage_complete(self, k: int) -> bool:
+        """Stage 0 (teacher + smoothing) ends with reference.pt, an INR stage with COMPLETE."""
+        return (self.reference if k == 0 else self.stage(k) / COMPLETE).is_file()
+
+    def stage_input(self, k: int) -> Path:
+        """What stage k starts from: the smoothed teacher for stage 1, stage k−1's result after."""
+        return self.reference if k == 1 else self.final(k - 1)
+
+    def completed_stages(self, n_stages: int) -> int:
+        """How many INR stages, counted from the first, are COMPLETE."""
+        n = 0
+        while n < n_stages and self.stage_complete(n + 1):
+            n += 1
+        return n
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every command of a run needs, built once by `load`: the config, the data splits,
+    the model family, the stage plan, and (once stage 0 produced or found them) the teacher
+    artefact and the reference weights."""
+
+    cfg: "Config"
+    splits: "Splits"
+    family: "Family"
+    stages: tuple["Stage", ...]
+    teacher: dict | None = None  # teacher.pt: state dict, family, accuracy, params
+    reference: dict | None = None  # reference.pt: folded (+ smoothed) weights, permutations, TV
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(Path(self.cfg.run_dir))
+
+    @classmethod
+    def load(cls, cfg: "Config") -> "RunContext":
+        """Splits, family and plan of `cfg` (teacher and reference are added by `with_teacher`)."""
+        from .data import load_splits
+        from .recipe import stage_plan
+        from .teacher import family_from_config
+        splits = load_splits(cfg.data, cfg.train.seed)
+        family = family_from_config(cfg, splits)
+        return cls(cfg, splits, family, stage_plan(cfg, family))
+
+    def with_teacher(self, teacher: dict | None, reference: dict | None) -> "RunContext":
+        return replace(self, teacher=teacher, reference=reference)
+
+    def stage_dir(self, k: int) -> Path:
+        return self.run.stage(k)
+
+    def completed_stages(self) -> int:
+        return self.run.completed_stages(len(self.stages))
+
+
+class StageError(RuntimeError):
+    """A stage asked for out of order (its predecessor is not complete) or outside the plan."""

@@ -1,0 +1,58 @@
+"""The width sweep: the network generated at each width (merged noisy samples, recalibrated
+when the BN strategy asks for it) and its accuracy; results.py writes what it returns."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .accuracy import accuracy
+
+
+@torch.no_grad()
+def merged_weights(net, fraction: float, samples: int, noise: float, seed: int = 0) -> dict:
+    """The network at `fraction`: noise-free, or the mean of `samples` noisy generations."""
+    was = net.training
+    if samples <= 1:
+        net.eval()
+        out = net.generate(fraction)
+    else:
+        net.train()  # noise is only applied in training mode
+        g = torch.Generator(device=net.inr.w_in.device).manual_seed(seed)
+        total = None
+        for _ in range(samples):
+            w = net.generate(fraction, noise, g)
+            total = w if total is None else {k: total[k] + w[k] for k in total}
+        out = {k: v / samples for k, v in total.items()}
+    net.train(was)
+    return out
+
+
+def network_at(net, fraction: float, samples: int, calib_x: torch.Tensor | None = None,
+               targets: dict | None = None) -> dict:
+    """The generated tensors evaluated and exported at `fraction`: merged samples, then the
+    per-width recalibration when `calib_x` (a calibration batch) is given (recalib.py);
+    `targets` (full-width statistics) can be passed to share them across widths."""
+    weights = merged_weights(net, fraction, samples, net.coord_noise)
+    if calib_x is None:
+        return weights
+    from .recalib import recalibrate
+    return recalibrate(net, fraction, weights, calib_x.to(net.inr.w_in.device), targets)
+
+
+def sweep(net, widths: list[float], data, batch_size: int, samples: int,
+          seen: Callable[[float], bool], accelerator=None, calib_x: torch.Tensor | None = None) -> list[dict]:
+    full = net.params_at(1.0)
+    targets = None
+    if calib_x is not None:  # the full-width statistics, computed once for every width
+        from .recalib import full_width_stats
+        calib_x = calib_x.to(net.inr.w_in.device)
+        targets = full_width_stats(net, calib_x)
+    rows = []
+    for w in sorted(widths):
+        weights = network_at(net, w, samples, calib_x, targets)
+        acc = accuracy(lambda x: net(x, w, weights=weights)[0], data, batch_size, accelerator)
+        params = net.params_at(w)
+        rows.append({"width": w, "seen": bool(seen(w)), "params": params,
+                     "compression": 1.0 - params / full, "accuracy": acc})
+    return rows

@@ -1,0 +1,114 @@
+"""Queries on a run's trained stages: the network a stage selected, the last complete stage,
+and the width sweep of it (`evaluate_run`, which writes results.{json,md}, the plot and the
+`eval` TensorBoard scalars). Used by the CLI (eval, export), by training's hand-off from
+one stage to the next, and by its held-out validation; none of them trains anything.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import Config
+from .ema import EMA
+from .metamorphic import MetamorphicNet
+from .models.family import Family
+from .norms import norm_strategy
+from .recipe import generated_layers
+from .results import write_results
+from .run import RunContext, RunDir, StageError
+from .sweep import sweep
+
+
+def build_net(cfg: Config, family: Family, reference: dict) -> MetamorphicNet:
+    """The INR with a head for every tensor of the whole plan (all active until `activate`)."""
+    return MetamorphicNet(family, reference, generated_layers(family, cfg.meta.generated), cfg.inr,
+                          cfg.meta.scale, cfg.meta.norm, cfg.meta.train_head, cfg.meta.alpha_init)
+
+
+def selected_network(ctx: RunContext, result: dict, layers) -> MetamorphicNet:
+    """The network a stage result (final.pt or a consolidated checkpoint) selects: its EMA
+    weights unless eval.use_ema=false, generating `layers`, in eval mode."""
+    net = build_net(ctx.cfg, ctx.family, ctx.reference["weights"])
+    net.load_state_dict(result["model"])
+    if ctx.cfg.eval.use_ema:
+        ema = EMA(net, result["ema"]["decay"])
+        ema.load_state_dict(result["ema"])
+        ema.copy_to(net)
+    net.activate(layers)
+    return net.eval()
+
+
+def load_trained(ctx: RunContext, k: int) -> MetamorphicNet:
+    """Stage k's selected network (EMA weights unless eval.use_ema=false), stage k's layers active."""
+    final = ckpt.load_torch(ctx.run.final(k), f"stage {k} result")
+    return selected_network(ctx, final, ctx.stages[k - 1].layers)
+
+
+def result_network(ctx: RunContext, result: dict | None = None) -> tuple[MetamorphicNet, int]:
+    """The network of `result` (a consolidated checkpoint), else of the last complete stage,
+    and that stage's number."""
+    if result is not None:
+        done = result["stage"]
+        return selected_network(ctx, result, ctx.stages[done - 1].layers), done
+    done = ctx.completed_stages()
+    if done == 0:
+        raise StageError(f"{ctx.cfg.run_dir} has no COMPLETE stage: train stage 1 first")
+    return load_trained(ctx, done), done
+
+
+def calibration_batch(ctx: RunContext) -> torch.Tensor | None:
+    """Training images for the per-width recalibration when the BN strategy recalibrates, else None."""
+    return norm_strategy(ctx.cfg.meta.norm).calibration_batch(ctx.splits, ctx.cfg.eval.calib_samples)
+
+
+def is_seen(cfg: Config, fraction: float) -> bool:
+    return cfg.meta.min_width - 1e-9 <= fraction <= cfg.meta.max_width + 1e-9
+
+
+def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> dict:
+    """Width sweep of the last complete stage (or of `result`, a consolidated checkpoint);
+    writes results.{json,md} and the plot."""
+    cfg, reference = ctx.cfg, ctx.reference
+    net, done = result_network(ctx, result)
+    net = net.to(accelerator.device)
+    rows = sweep(net, cfg.eval.widths, ctx.splits.test, cfg.data.eval_batch_size, cfg.eval.samples,
+                 lambda w: is_seen(cfg, w), accelerator, calibration_batch(ctx))
+    results = {"teacher": {"accuracy": ctx.teacher["accuracy"], "params": ctx.teacher["params"]},
+               "widths": rows, "dataset": ctx.splits.name, "model": ctx.family.name, "recipe": cfg.recipe.name,
+               "stages_completed": done, "stages_planned": len(ctx.stages),
+               "generated_layers": net.generated_names(),
+               "smoothing": {"tv_before": reference.get("tv_before"), "tv_after": reference.get("tv_after")}}
+    if accelerator.is_main_process:
+        write_results(ctx.run.root, results)
+        _log_sweep(ctx.run, rows)
+    return results
+
+
+def _log_sweep(run: RunDir, rows: list[dict]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(str(run.tb("eval"))) as tb:
+        for row in rows:  # x axis: width in per mille, so widths sort as numbers do
+            tb.add_scalar("eval/accuracy_vs_width", row["accuracy"], round(1000 * row["width"]))
+            tb.add_scalar("eval/compression_vs_width", row["compression"], round(1000 * row["width"]))
+
+
+def open_run(run: Path, overrides: list[str], result: dict | None = None) -> RunContext:
+    """The context of a trained run directory, teacher and reference included (which must
+    have a finished stage unless `result`, a consolidated checkpoint, replaces it); errors
+    say which step of training is missing."""
+    from .config import load_config
+    from .teacher import load_teacher
+
+    paths = RunDir(run)
+    if not paths.config.is_file():
+        raise SystemExit(f"error: {paths.config} not found: --run must be a run directory written by training")
+    ctx = RunContext.load(load_config(paths.config, overrides))
+    if result is None and ctx.completed_stages() == 0:
+        raise SystemExit(f"error: {run} has no finished stage (no stage_1/COMPLETE): finish training first")
+    teacher = load_teacher(ctx.cfg, ctx.family)  # a run trained with `teacher.checkpoint` has no copy of its own
+    if teacher is None:
+        raise SystemExit(f"error: {ctx.run.teacher} not found and teacher.checkpoint is unset: "
+                         "run stage 0 (`launch/train.py --stage 0`) first")
+    return ctx.with_teacher(teacher, ckpt.load_torch(ctx.run.reference, "teacher reference"))
