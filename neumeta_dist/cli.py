@@ -111,6 +111,15 @@ def cmd_individual(args) -> None:
         print(f"width {r['width']:.3f}: {r['params']:,} params, accuracy {r['accuracy']:.4f}")
 
 
+def cmd_slimmable(args) -> None:
+    from .config import load_config
+    from .evaluate import results_table
+    from .slimmable import run
+
+    results = run(load_config(args.config, args.overrides), args.steps or None)
+    print(results_table(results))
+
+
 def cmd_report(args) -> None:
     from .checkpoint import atomic_write_text
     from .report import write_report
@@ -159,6 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     i.add_argument("--widths", default="", help="comma-separated fractions; default: eval.widths")
     i.add_argument("overrides", nargs="*")
     i.set_defaults(fn=cmd_individual)
+
+    sl = sub.add_parser("slimmable", help="train the universally slimmable baseline (US-Nets) and sweep widths")
+    sl.add_argument("--config", required=True)
+    sl.add_argument("--steps", type=int, default=0,
+                    help="optimiser steps; default: the image passes of the config's metamorphic pipeline")
+    sl.add_argument("overrides", nargs="*")
+    sl.set_defaults(fn=cmd_slimmable)
 
     r = sub.add_parser("report", help="one table + plot from several runs (docs/results.md)")
     r.add_argument("--runs", nargs="+", required=True, help="run directories with results.json")

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from .data import eval_batches
+from .report import kind_of
 
 
 @torch.no_grad()
@@ -56,7 +57,9 @@ def network_at(net, fraction: float, samples: int, calib_x: torch.Tensor | None 
 
 
 def sweep(net, widths: list[float], data, batch_size: int, samples: int,
-          seen: Callable[[float], bool], accelerator=None, calib_x: torch.Tensor | None = None) -> list[dict]:
+          describe: Callable[[float], dict], accelerator=None, calib_x: torch.Tensor | None = None) -> list[dict]:
+    """Accuracy, parameters and compression at each width; `describe(width)` adds what the
+    width is to training (widths.TrainingWidths.describe: seen, kind, novel_groups)."""
     full = net.params_at(1.0)
     targets = None
     if calib_x is not None:  # the full-width statistics, computed once for every width
@@ -68,8 +71,8 @@ def sweep(net, widths: list[float], data, batch_size: int, samples: int,
         weights = network_at(net, w, samples, calib_x, targets)
         acc = accuracy(lambda x: net(x, w, weights=weights)[0], data, batch_size, accelerator)
         params = net.params_at(w)
-        rows.append({"width": w, "seen": bool(seen(w)), "params": params,
-                     "compression": 1.0 - params / full, "accuracy": acc})
+        rows.append({"width": w, **describe(w), "params": params, "compression": 1.0 - params / full,
+                     "accuracy": acc})
     return rows
 
 
@@ -85,10 +88,10 @@ def results_table(r: dict) -> str:
     lines = [f"# {r['dataset']} · {r['model']} · recipe `{r['recipe']}`", "",
              f"Teacher: accuracy {t['accuracy']:.4f}, {t['params']:,} parameters. "
              f"Stages completed: {r['stages_completed']}; generated tensors: {len(r['generated_layers'])}.", "",
-             "| width | γ | seen | params | compression | accuracy | Δ teacher |",
+             "| width | γ | kind | params | compression | accuracy | Δ teacher |",
              "|---|---|---|---|---|---|---|"]
     for w in r["widths"]:
-        lines.append(f"| {w['width']:.3f} | {1.0 - w['width']:.0%} | {'yes' if w['seen'] else 'no'} | "
+        lines.append(f"| {w['width']:.3f} | {1.0 - w['width']:.0%} | {kind_of(w)} | "
                      f"{w['params']:,} | {w['compression']:.1%} | {w['accuracy']:.4f} | "
                      f"{w['accuracy'] - t['accuracy']:+.4f} |")
     return "\n".join(lines) + "\n"

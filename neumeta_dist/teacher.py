@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import itertools
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -54,10 +55,11 @@ def train_teacher(cfg: Config, accelerator, splits: Splits, family: ResNetFamily
     if art is not None:
         return art
     path = teacher_dir(cfg) / "teacher.pt"
+    t0 = time.perf_counter()
     net, test = fit(Teacher(family), cfg, accelerator, splits, "teacher")
     art = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
            "family": dataclasses.asdict(family), "accuracy": test,
-           "params": parameter_count(family, family.full_sizes())}
+           "params": parameter_count(family, family.full_sizes()), "wall_s": round(time.perf_counter() - t0, 1)}
     if accelerator.is_main_process:
         atomic_torch_save(art, path)
     accelerator.wait_for_everyone()

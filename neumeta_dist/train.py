@@ -20,11 +20,12 @@ import math
 import random
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import torch
 from . import checkpoint as ckpt
-from . import parallel, preemption
+from . import parallel, preemption, provenance
 from .config import Config, ConfigError, load_config, save_config
 from .data import DataError
 from .data import Splits, load_splits, sample_images, train_batches
@@ -39,6 +40,7 @@ from .generation import generation_strategy
 from .probe import Probe
 from .recipe import Stage, generated_layers, plan
 from .selection import Selection
+from .widths import TrainingWidths
 from .runtime import Logger, make_accelerator, seed_everything, set_threads
 from .teacher import build_reference, family_from_config, train_teacher
 
@@ -66,27 +68,24 @@ def steps_per_stage(cfg: Config, n_train: int) -> int:
     return cfg.train.max_steps or max(1, int(cfg.train.epochs * n_train / per_step))
 
 
-def is_seen(cfg: Config, fraction: float) -> bool:
-    return cfg.meta.min_width - 1e-9 <= fraction <= cfg.meta.max_width + 1e-9
-
-
 def step_rng(cfg: Config, step: int, micro: int, rank: int) -> tuple[float, torch.Generator]:
     """The width and the coordinate-noise generator of one micro-batch (stateless).
 
     Micro-batch 0 is the widest network; with `train.sandwich` micro-batch 1 is the narrowest
     (the sandwich rule of slimmable networks: the extremes bound every width in between);
-    the rest are uniform in the training range. Coordinate-parallel generation needs every
-    rank to generate the same network, so there the rank does not enter (as rank 0's).
+    the rest are drawn from the training range or set (widths.py). `step` counts from the
+    first stage under `train.stage_stream=continue`. Coordinate-parallel generation needs
+    every rank to generate the same network, so there the rank does not enter (as rank 0's).
     """
     rank = 0 if cfg.train.generation == "coordinate_parallel" else rank
     key = f"{cfg.train.seed}/{step}/{micro}/{rank}"
-    if micro == 0:
-        fraction = cfg.meta.max_width
-    elif micro == 1 and cfg.train.sandwich:
-        fraction = cfg.meta.min_width
-    else:
-        fraction = random.Random(key).uniform(cfg.meta.min_width, cfg.meta.max_width)
+    fraction = TrainingWidths.from_config(cfg.meta).draw(micro, cfg.train.sandwich, random.Random(key))
     return fraction, torch.Generator().manual_seed(random.Random(key + "/noise").getrandbits(63))
+
+
+def stream_offset(cfg: Config, k: int, total: int) -> int:
+    """Optimiser steps of the data/width stream that come before stage k's first step."""
+    return (k - 1) * total if cfg.train.stage_stream == "continue" else 0
 
 
 def lr_lambda(cfg: Config, total: int):
@@ -104,6 +103,7 @@ def lr_lambda(cfg: Config, total: int):
 def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, reference: dict,
                 stages: tuple[Stage, ...], k: int, teacher: Teacher | None = None) -> dict:
     """Train (or resume) stage k; writes `final.pt` and `COMPLETE` last."""
+    t0 = time.perf_counter()
     tc, micro_batches, stage, sdir = cfg.train, cfg.train.widths_per_step, stages[k - 1], stage_dir(cfg, k)
     parallel.configure(accelerator, micro_batches, tc.grad_clip, tc.clip_mode, cfg.data.batch_size)
     stop = preemption.Preemption.watch()  # from here a SLURM signal stops the stage at a step boundary
@@ -131,12 +131,13 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
 
     start = _resume(accelerator, resume_from, sched, ema, cfg) if resume_from is not None else 0
     log.progress(start)
-    data = train_batches(cfg, accelerator, splits.train, start * micro_batches)
+    offset = stream_offset(cfg, k, total)
+    data = train_batches(cfg, accelerator, splits.train, (offset + start) * micro_batches)
     select = Selection(sdir, tc.select_every, cfg.digest())
     probe = Probe(k, accelerator.process_index)
     probe.start(lambda: parallel.full_state_dict(accelerator, model))
     for step in range(start, total):
-        full_terms = train_step(cfg, accelerator, net, opt, data, step, ex, teacher, probe)
+        full_terms = train_step(cfg, accelerator, net, opt, data, offset + step, ex, teacher, probe)
         log.count(micro_batches * cfg.data.batch_size * accelerator.num_processes)
         sched.step()
         with parallel.gathered(accelerator, model):
@@ -177,7 +178,7 @@ def train_stage(cfg: Config, accelerator, splits: Splits, family: ResNetFamily, 
     final["val"] = val
     if accelerator.is_main_process:
         ckpt.atomic_torch_save(final, sdir / "final.pt")
-        ckpt.mark_complete(sdir, {"steps": total, "val": val})
+        ckpt.mark_complete(sdir, {"steps": total, "val": val, "wall_s": round(time.perf_counter() - t0, 1)})
     accelerator.wait_for_everyone()
     return final
 
@@ -189,6 +190,7 @@ def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Executio
     still on the device (reading them back here would sync every step)."""
     model, rank = accelerator.unwrap_model(net), accelerator.process_index
     net.train()
+    full_weights = None  # the step's full-width network, source of in-place distillation
     for micro in range(cfg.train.widths_per_step):
         x, y = next(data)
         if probe is not None:
@@ -197,11 +199,13 @@ def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Executio
         fraction, gen = step_rng(cfg, step, micro, rank)
         with accelerator.accumulate(net):
             with ex.autocast(accelerator.device):
+                with torch.no_grad():  # before the step's forward: DDP pairs that one with its backward
+                    own = net(x, 1.0, weights=full_weights)[0] if full_weights is not None and fraction < 1.0 else None
                 logits, generated = net(x, fraction, generator=gen)
                 with torch.no_grad():
                     t_logits = teacher(x) if teacher is not None else None
             terms = step_losses(cfg.loss, logits.float(), y, generated, model.reference, fraction == 1.0,
-                                None if t_logits is None else t_logits.float())
+                                None if t_logits is None else t_logits.float(), None if own is None else own.float())
             accelerator.backward(terms["total"])
             if accelerator.sync_gradients:
                 parallel.clip(accelerator, net, cfg.train.grad_clip, cfg.train.clip_mode)
@@ -209,6 +213,8 @@ def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Executio
             opt.zero_grad(set_to_none=True)
         if micro == 0:
             full_terms = {f"loss/{n}": v.detach() for n, v in terms.items()}
+            if cfg.loss.inplace_kd > 0 and fraction == 1.0:
+                full_weights = {n: w.detach() for n, w in generated.items()}
     return full_terms
 
 
@@ -372,13 +378,18 @@ def evaluate_run(cfg: Config, accelerator, splits: Splits, family: ResNetFamily,
             raise StageError(f"{cfg.run_dir} has no COMPLETE stage: train stage 1 first")
         net = load_trained(cfg, family, reference, stages, done)
     net = net.to(accelerator.device)
+    training = TrainingWidths.from_config(cfg.meta)
     rows = sweep(net, cfg.eval.widths, splits.test, cfg.data.eval_batch_size, cfg.eval.samples,
-                 lambda w: is_seen(cfg, w), accelerator, calibration_batch(cfg, splits))
+                 lambda w: training.describe(w, net.sizes, net.groups), accelerator, calibration_batch(cfg, splits))
     results = {"teacher": {"accuracy": teacher_art["accuracy"], "params": teacher_art["params"]},
                "widths": rows, "dataset": splits.name, "model": family.name, "recipe": cfg.recipe.name,
                "stages_completed": done, "stages_planned": len(stages),
                "generated_layers": net.generated_names(),
-               "smoothing": {"tv_before": reference.get("tv_before"), "tv_after": reference.get("tv_after")}}
+               "smoothing": {"tv_before": reference.get("tv_before"), "tv_after": reference.get("tv_after")},
+               **provenance.record(config=cfg.to_dict(), seed=cfg.train.seed,
+                                   steps_per_stage=steps_per_stage(cfg, len(splits.train)),
+                                   train_widths=list(training.discrete) or [training.low, training.high],
+                                   wall_s=_wall_times(cfg, done, teacher_art))}
     if accelerator.is_main_process:
         write_results(Path(cfg.run_dir), results)
         from torch.utils.tensorboard import SummaryWriter
@@ -387,6 +398,17 @@ def evaluate_run(cfg: Config, accelerator, splits: Splits, family: ResNetFamily,
                 tb.add_scalar("eval/accuracy_vs_width", row["accuracy"], round(1000 * row["width"]))
                 tb.add_scalar("eval/compression_vs_width", row["compression"], round(1000 * row["width"]))
     return results
+
+
+def _wall_times(cfg: Config, done: int, teacher_art: dict) -> dict:
+    """Seconds each finished stage took (its last attempt; "0" = the teacher, where recorded)."""
+    import json
+    out = {"0": teacher_art["wall_s"]} if "wall_s" in teacher_art else {}
+    for k in range(1, done + 1):
+        info = json.loads((stage_dir(cfg, k) / ckpt.COMPLETE).read_text() or "{}")
+        if "wall_s" in info:
+            out[str(k)] = info["wall_s"]
+    return out
 
 
 def run(cfg: Config, only_stage: int | None = None) -> dict | None:
