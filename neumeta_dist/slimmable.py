@@ -92,8 +92,9 @@ def budget_steps(cfg: Config, n_train: int, n_stages: int) -> int:
     """Steps that spend the metamorphic pipeline's image passes (teacher + every stage)."""
     per_step = cfg.data.batch_size * cfg.train.widths_per_step
     stage_steps = cfg.train.max_steps or max(1, int(cfg.train.epochs * n_train / per_step))
-    teacher = 0 if cfg.teacher.checkpoint else cfg.teacher.epochs * n_train
-    return max(1, round((teacher + n_stages * stage_steps * per_step) / per_step))
+    # the teacher's epochs count even when the run loads it (teacher.checkpoint): it was
+    # trained for the pipeline all the same
+    return max(1, round((cfg.teacher.epochs * n_train + n_stages * stage_steps * per_step) / per_step))
 
 
 def train(net: Slimmable, cfg: Config, accelerator, splits: Splits, widths: TrainingWidths, groups,
