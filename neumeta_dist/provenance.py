@@ -30,7 +30,8 @@ def command() -> str:
         except ValueError:
             name = str(prog)
     text = shlex.join([name, *sys.argv[1:]])
-    return ("accelerate launch " + text) if "LOCAL_RANK" in os.environ else text
+    launched = "LOCAL_RANK" in os.environ or "ACCELERATE_MIXED_PRECISION" in os.environ
+    return ("accelerate launch " + text) if launched else text
 
 
 def commit() -> str:
