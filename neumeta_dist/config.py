@@ -73,6 +73,9 @@ class TeacherConfig:
 class SmoothingConfig:
     enabled: bool = True
     two_opt_rounds: int = 50  # improvement passes of the TSP heuristic
+    # path: every group along a short path (NeuMeta); importance: the scalable groups most
+    # important channel first (for nested coordinates: a narrow width keeps the best channels)
+    order: str = choice("path", "importance")
 
 
 @dataclass
@@ -86,6 +89,9 @@ class MetaConfig:
     # A discrete training set instead of the continuous range (widths.py): its extremes are
     # min_width and max_width; the widths between them that it leaves out are held out.
     train_widths: list[float] = field(default_factory=list)
+    # Channel index → coordinate: its position in the current width (NeuMeta), or in the full
+    # width, so narrower networks are the leading channels of wider ones (coords.py)
+    channel_coords: str = choice("relative", "nested")
     # How the student replaces BN: fold + SkipInit α | plain fold | fold + per-width
     # recalibration | GroupNorm in teacher and student (norms.py, models/resnet.py)
     norm: str = choice("skipinit", "fold", "recalib", "groupnorm")

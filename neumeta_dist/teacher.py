@@ -125,7 +125,8 @@ def build_reference(cfg: Config, accelerator, family: ResNetFamily, art: dict, s
     ref = {"weights": folded, "perms": {}, "tv_before": None, "tv_after": None}
     if cfg.smoothing.enabled:
         from .smoothing import smooth
-        weights, perms, stats = smooth(family, folded, cfg.smoothing.two_opt_rounds)
+        ranked = family.scalable_groups() if cfg.smoothing.order == "importance" else frozenset()
+        weights, perms, stats = smooth(family, folded, cfg.smoothing.two_opt_rounds, ranked)
         x = sample_images(splits.val, 256)
         before = family.forward(x, lambda s, h: apply_layer(s, h, folded))
         after = family.forward(x, lambda s, h: apply_layer(s, h, weights))

@@ -52,7 +52,8 @@ class StageError(RuntimeError):
 def build_net(cfg: Config, family: ResNetFamily, reference: dict) -> MetamorphicNet:
     """The INR with a head for every tensor of the whole plan (all active until `activate`)."""
     return MetamorphicNet(family, reference, generated_layers(family, cfg.meta.generated), cfg.inr,
-                          cfg.meta.scale, cfg.meta.norm, cfg.meta.train_head, cfg.meta.alpha_init)
+                          cfg.meta.scale, cfg.meta.norm, cfg.meta.train_head, cfg.meta.alpha_init,
+                          cfg.meta.channel_coords == "nested")
 
 
 def stage_plan(cfg: Config, family: ResNetFamily) -> tuple[Stage, ...]:

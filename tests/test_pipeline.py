@@ -210,10 +210,12 @@ def test_the_training_entry_point_exits_with_the_status_of_its_run(body, status,
 
 
 def test_discrete_widths_inplace_distillation_and_a_continued_stream_train_and_report_kinds(tmp_path):
-    """The issue-13 options together through the real launcher: trained on 0.5/1.0 only, the
-    width 0.75 between them is reported held out, 0.25 outside."""
+    """The issue-13 options together through the real launcher (discrete widths, in-place
+    distillation, continued stream, nested coordinates on importance-ordered channels):
+    trained on 0.5/1.0 only, the width 0.75 between them is reported held out, 0.25 outside."""
     run_dir = tmp_path / "run"
     train(run_dir, "meta.train_widths=[0.5,1.0]", "loss.inplace_kd=10", "train.stage_stream=continue",
+          "meta.channel_coords=nested", "smoothing.order=importance",
           "train.widths_per_step=3", "recipe.warmup_steps=20", "train.max_steps=4", "teacher.epochs=1")
     r = json.loads((run_dir / "results.json").read_text())
     assert [w["kind"] for w in r["widths"]] == ["outside", "trained", "held_out", "trained"]
