@@ -43,10 +43,12 @@ def table(results: list[dict], individual: dict | None, commands: dict[str, str]
         acc = {w["width"]: (w["accuracy"], MARK[kind_of(w)]) for w in r["widths"]}
         cells = [f"{acc[w][0]:.4f}{acc[w][1]}" if w in acc else "–" for w in widths]
         lines.append(f"| {r['recipe']} | " + " | ".join(cells) + " |")
-    lines += ["", "| method | stages | generated tensors | command |", "|---|---|---|---|"]
+    lines += ["", "| method | stages | generated tensors | wall (min) | commit | command |", "|---|---|---|---|---|---|"]
     for r in results:
+        wall = sum((r.get("wall_s") or {}).values())
         lines.append(f"| {r['recipe']} | {r['stages_completed']} | {len(r['generated_layers'])} | "
-                     f"`{commands.get(r['recipe'], '')}` |")
+                     f"{wall / 60:.0f} | {r.get('commit', '')[:7]} | "
+                     f"`{commands.get(r['recipe']) or r.get('command', '')}` |")
     return "\n".join(lines) + "\n"
 
 
