@@ -78,6 +78,15 @@ def cmd_individual(args) -> None:
         print(f"width {r['width']:.3f}: {r['params']:,} params, accuracy {r['accuracy']:.4f}")
 
 
+def cmd_slimmable(args) -> None:
+    from .config import load_config
+    from .results import results_table
+    from .slimmable import run
+
+    results = run(load_config(args.config, args.overrides), args.steps or None)
+    print(results_table(results))
+
+
 def cmd_report(args) -> None:
     from .checkpoint import atomic_write_text
     from .report import write_report
@@ -85,6 +94,8 @@ def cmd_report(args) -> None:
     commands = dict(c.split("=", 1) for c in args.command)
     text = write_report([Path(r) for r in args.runs], Path(args.individual) if args.individual else None,
                         Path(args.out), commands)
+    if args.preamble:  # the hand-written reading of the figures, kept beside the generated table
+        text = Path(args.preamble).read_text().rstrip("\n") + "\n\n" + text
     atomic_write_text(Path(args.out), text)
     print(text)
 
@@ -127,11 +138,20 @@ def main(argv: list[str] | None = None) -> None:
     i.add_argument("overrides", nargs="*")
     i.set_defaults(fn=cmd_individual)
 
+    sl = sub.add_parser("slimmable", help="train the universally slimmable baseline (US-Nets) and sweep widths")
+    sl.add_argument("--config", required=True)
+    sl.add_argument("--steps", type=int, default=0,
+                    help="optimiser steps; default: the image passes of the config's metamorphic pipeline")
+    sl.add_argument("overrides", nargs="*")
+    sl.set_defaults(fn=cmd_slimmable)
+
     r = sub.add_parser("report", help="one table + plot from several runs (docs/results.md)")
     r.add_argument("--runs", nargs="+", required=True, help="run directories with results.json")
     r.add_argument("--individual", default="", help="individual.json of `neumeta-dist individual`")
     r.add_argument("--out", required=True, help="markdown table to write, e.g. docs/results/table.md")
-    r.add_argument("--command", action="append", default=[], help="recipe=command that reproduces it")
+    r.add_argument("--command", action="append", default=[],
+                   help="recipe=command that reproduces it (default: the command its results.json records)")
+    r.add_argument("--preamble", default="", help="markdown put before the table (the set-up and its reading)")
     r.set_defaults(fn=cmd_report)
 
     e = sub.add_parser("eval", help="sweep widths of a trained run; writes results.{json,md} and the plot")

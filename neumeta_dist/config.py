@@ -75,6 +75,9 @@ class TeacherConfig:
 class SmoothingConfig:
     enabled: bool = True
     two_opt_rounds: int = 50  # improvement passes of the TSP heuristic
+    # path: every group along a short path (NeuMeta); importance: the scalable groups most
+    # important channel first (for nested coordinates: a narrow width keeps the best channels)
+    order: str = choice("path", "importance")
 
 
 @dataclass
@@ -85,6 +88,12 @@ class MetaConfig:
     scale: str = choice("inner", "all")  # inner: hidden widths of blocks; all: streams too
     min_width: float = 0.25  # training range, as fractions of the full width
     max_width: float = 1.0
+    # A discrete training set instead of the continuous range (widths.py): its extremes are
+    # min_width and max_width; the widths between them that it leaves out are held out.
+    train_widths: list[float] = field(default_factory=list)
+    # Channel index → coordinate: its position in the current width (NeuMeta), or in the full
+    # width, so narrower networks are the leading channels of wider ones (coords.py)
+    channel_coords: str = choice("relative", "nested")
     # How the student replaces BN: fold + SkipInit α | plain fold | fold + per-width
     # recalibration | GroupNorm in teacher and student (norms.py: the strategy objects)
     norm: str = choice(*NORMS)
@@ -123,6 +132,9 @@ class LossConfig:
     recon: float = 1.0
     recon_weighting: str = choice("abs", "none")  # element weights ∝ |w_teacher|, or plain MSE
     reg: float = 1e-3
+    # In-place distillation (US-Nets): every narrower micro-batch also matches the soft
+    # predictions (T = 1) of the step's full-width generated network on its own images.
+    inplace_kd: float = 0.0
 
 
 @dataclass
@@ -131,6 +143,9 @@ class TrainConfig:
     max_steps: int = 0  # > 0 fixes the optimiser steps of each stage
     widths_per_step: int = 4  # micro-batches per step: one at full width, the rest sampled
     sandwich: bool = False  # the second micro-batch at min_width (the authors: off)
+    # repeat: every stage draws the same data order and widths (seeded by its own step);
+    # continue: stage k picks up the stream where stage k-1 stopped (fresh images and widths)
+    stage_stream: str = choice("repeat", "continue")
     # The INR call of a step: on every rank, or each rank a slice of the rows (distributed/coordinate_parallel.py)
     generation: str = choice("replicated", "coordinate_parallel")
     lr: float = 8e-4  # INR
@@ -308,6 +323,11 @@ def _validate(cfg: Config, source: str) -> None:
     checks = [
         (0 < cfg.meta.min_width <= cfg.meta.max_width <= 1, "meta.min_width/max_width",
          "need 0 < min_width <= max_width <= 1"),
+        (not cfg.meta.train_widths or (len(cfg.meta.train_widths) >= 2
+                                         and min(cfg.meta.train_widths) == cfg.meta.min_width
+                                         and max(cfg.meta.train_widths) == cfg.meta.max_width),
+         "meta.train_widths", "need >= 2 fractions, the smallest = meta.min_width, the largest = meta.max_width"),
+        (cfg.loss.inplace_kd >= 0, "loss.inplace_kd", "need >= 0"),
         (all(0 < w <= 1 for w in cfg.eval.widths) and cfg.eval.widths, "eval.widths",
          "need a non-empty list of fractions in (0, 1]"),
         (cfg.train.widths_per_step >= 1, "train.widths_per_step", "need >= 1"),

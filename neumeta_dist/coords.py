@@ -8,6 +8,11 @@ centre); a bias row addresses one output channel.
 Raw row fields: (entry, out_idx, in_idx, n_entries, out_size, in_size). `normalise` turns
 them into the INR input: the first three divided by the last three (a channel becomes a
 position in [0, 1) of the *current* width) and the sizes divided by a normalising width.
+*Nested* tables (`meta.channel_coords=nested`) divide the channel indices by the *full*
+width instead: channel c is at c/C at every width, so a narrower network is the leading
+channels of a wider one (as in slimmable networks) while the size fields still tell the INR
+which width it generates — a held-out width then asks for no new channel position, only a
+new size.
 Coordinate noise is added to the channel indices only: noise on the entry field would route
 rows to the wrong head (a defect of the reference code).
 """
@@ -41,6 +46,7 @@ class CoordTable:
     extent: torch.Tensor  # (N, 3) float32: n_entries, out_size, in_size
     entries: tuple[Entry, ...]
     norm_width: int
+    divisor: torch.Tensor | None = None  # (N, 3) what `index` is divided by (None: extent)
 
     @property
     def segments(self) -> list[tuple[int, int, int]]:
@@ -50,22 +56,25 @@ class CoordTable:
         return self.index.shape[0]
 
     def to(self, device) -> "CoordTable":
-        return CoordTable(upload(self.index, device), upload(self.extent, device), self.entries, self.norm_width)
+        divisor = None if self.divisor is None else upload(self.divisor, device)
+        return CoordTable(upload(self.index, device), upload(self.extent, device), self.entries, self.norm_width,
+                          divisor)
 
 
 def build_table(layers: Sequence[Layer], sizes: Mapping[str, int], norm_width: int,
                 heads: Mapping[str, int] | None = None, entry_ids: Mapping[str, int] | None = None,
-                n_entries: int | None = None) -> CoordTable:
+                n_entries: int | None = None, full_sizes: Mapping[str, int] | None = None) -> CoordTable:
     """Table for `layers` at channel `sizes`.
 
     `entry_ids`/`n_entries` fix each tensor's entry coordinate against the *whole* plan
     (default: position in `layers`), so a head sees the same entry coordinate in every stage
     however many tensors are active. `heads` maps tensor name → head (default: its entry).
+    `full_sizes` makes the table nested: channel indices are positions of the full width.
     """
     names = [n for spec in layers for n in spec.tensor_names()]
     entry_ids = entry_ids if entry_ids is not None else {n: i for i, n in enumerate(names)}
     n_entries = n_entries if n_entries is not None else len(names)
-    index, extent, entries, start = [], [], [], 0
+    index, extent, divisor, entries, start = [], [], [], [], 0
     for spec in layers:
         o, i = sizes[spec.out_group], sizes[spec.in_group]
         for kind in spec.tensors:
@@ -80,10 +89,15 @@ def build_table(layers: Sequence[Layer], sizes: Mapping[str, int], norm_width: i
             eids = torch.full((n,), float(eid))
             index.append(torch.stack([eids, out_idx.flatten().float(), in_idx.flatten().float()], 1))
             extent.append(torch.tensor([n_entries, o, fan_in], dtype=torch.float32).expand(n, 3))
+            if full_sizes is not None:
+                full_in = full_sizes[spec.in_group] if kind == "weight" else 1
+                divisor.append(torch.tensor([n_entries, full_sizes[spec.out_group], full_in],
+                                            dtype=torch.float32).expand(n, 3))
             head = heads[name] if heads is not None else eid
             entries.append(Entry(name, head, start, start + n, tuple(shape), kernel, fan_in))
             start += n
-    return CoordTable(torch.cat(index), torch.cat(extent), tuple(entries), norm_width)
+    return CoordTable(torch.cat(index), torch.cat(extent), tuple(entries), norm_width,
+                      torch.cat(divisor) if divisor else None)
 
 
 def normalise(table: CoordTable, noise: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -105,7 +119,8 @@ def normalise(table: CoordTable, noise: float = 0.0, generator: torch.Generator 
         u[:, 0] = 0.0
         u[:, 2] *= (table.extent[:, 2] > 1)
         index = index + noise * u
-    return torch.cat([index / table.extent, table.extent / table.norm_width], dim=1)
+    divisor = table.extent if table.divisor is None else table.divisor
+    return torch.cat([index / divisor, table.extent / table.norm_width], dim=1)
 
 
 def centre_columns(table: CoordTable, out_kernel: int) -> list[torch.Tensor | None]:

@@ -19,7 +19,11 @@ from .losses import reconstruction
 from .recipe import Stage, matching_layers, predecessor
 
 
-def subsample_index(n: int, full: int, device=None) -> torch.Tensor:
+def subsample_index(n: int, full: int, device=None, nested: bool = False) -> torch.Tensor:
+    """The full-width channel that channel i of n stands for: at the same relative position,
+    or — nested coordinates — the same channel (the leading n)."""
+    if nested:
+        return torch.arange(n, device=device)
     return torch.div(torch.arange(n, device=device) * full, n, rounding_mode="floor")
 
 
@@ -28,11 +32,11 @@ def subsampled_target(net, name: str, fraction: float) -> torch.Tensor:
     layer = next(l for l in net.generated if l.name == layer_name)
     sizes, full = net.sizes(fraction), net.family.full_sizes()
     t = net.reference(name)
-    out_idx = subsample_index(sizes[layer.out_group], full[layer.out_group], t.device)
+    out_idx = subsample_index(sizes[layer.out_group], full[layer.out_group], t.device, net.nested)
     t = t.index_select(0, out_idx)
     if kind == "weight":
         n_in, N_in = sizes[layer.in_group], full[layer.in_group]
-        t = t.index_select(1, subsample_index(n_in, N_in, t.device)) * (N_in / n_in)
+        t = t.index_select(1, subsample_index(n_in, N_in, t.device, net.nested)) * (N_in / n_in)
     return t
 
 

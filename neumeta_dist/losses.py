@@ -40,14 +40,19 @@ def regulariser(generated: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 def step_losses(cfg: LossConfig, logits: torch.Tensor, labels: torch.Tensor,
                 generated: Mapping[str, torch.Tensor], target: Callable[[str], torch.Tensor],
-                full_width: bool, teacher_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                full_width: bool, teacher_logits: torch.Tensor | None = None,
+                full_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """`full_logits`: the full-width generated network's on the same images (in-place
+    distillation, as US-Nets: soft targets at T = 1)."""
     terms = {"ce": F.cross_entropy(logits, labels)}
     if cfg.kd > 0 and teacher_logits is not None:
         terms["kd"] = kd(logits, teacher_logits, cfg.kd_temperature)
+    if cfg.inplace_kd > 0 and full_logits is not None:
+        terms["inplace_kd"] = kd(logits, full_logits, 1.0)
     if cfg.recon > 0 and full_width:
         terms["recon"] = reconstruction(generated, target, cfg.recon_weighting)
     if cfg.reg > 0:
         terms["reg"] = regulariser(generated)
-    weights = {"ce": cfg.ce, "kd": cfg.kd, "recon": cfg.recon, "reg": cfg.reg}
+    weights = {"ce": cfg.ce, "kd": cfg.kd, "recon": cfg.recon, "reg": cfg.reg, "inplace_kd": cfg.inplace_kd}
     terms["total"] = sum(weights[k] * v for k, v in terms.items())
     return terms

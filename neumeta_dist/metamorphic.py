@@ -41,9 +41,10 @@ TABLE_CACHE = 32  # coordinate tables kept (least recently used dropped; a ResNe
 class MetamorphicNet(nn.Module):
     def __init__(self, family: Family, reference: Mapping[str, torch.Tensor],
                  planned: tuple[Layer, ...], inr: INRConfig, scale: str = "inner",
-                 norm: str | Norm = "skipinit", train_head: bool = False, alpha_init: float = 0.0):
+                 norm: str | Norm = "skipinit", train_head: bool = False, alpha_init: float = 0.0,
+                 nested: bool = False):
         super().__init__()
-        self.family, self.planned, self.scale = family, planned, scale
+        self.family, self.planned, self.scale, self.nested = family, planned, scale, nested
         self.coord_noise = inr.coord_noise
         self.kernel = max(max(l.k, 1) for l in planned)
         self.norm_width = max(family.full_sizes().values())
@@ -136,8 +137,8 @@ class MetamorphicNet(nn.Module):
         device = self.inr.w_in.device
         cached = self._tables.get(key)
         if cached is None or cached[0].index.device != device:
-            table = build_table(layers, sizes, self.norm_width, self.heads, self.entry_ids,
-                                len(self.entry_ids)).to(device)
+            table = build_table(layers, sizes, self.norm_width, self.heads, self.entry_ids, len(self.entry_ids),
+                                self.family.full_sizes() if self.nested else None).to(device)
             cols = [c if c is None else upload(c, device) for c in centre_columns(table, self.kernel)]
             cached = self._tables[key] = (table, cols)
             if len(self._tables) > TABLE_CACHE:  # a continuous width range has hundreds of tables

@@ -66,7 +66,7 @@ def recalibrate(net, fraction: float, generated: Mapping[str, torch.Tensor], x: 
         if spec.name not in names:
             return y
         mean, std = channel_stats(y)
-        idx = subsample_index(len(mean), len(targets[spec.name][0]), y.device)
+        idx = subsample_index(len(mean), len(targets[spec.name][0]), y.device, net.nested)
         t_mean, t_std = targets[spec.name][0][idx], targets[spec.name][1][idx]
         a = t_std / (std + eps)
         c = t_mean - a * mean

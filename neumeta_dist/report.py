@@ -12,6 +12,13 @@ from pathlib import Path
 
 from .run import RunDir
 
+MARK = {"trained": "", "held_out": "†", "outside": "*"}
+
+
+def kind_of(row: dict) -> str:
+    """A results row's kind; rows written before `kind` existed knew only seen/unseen."""
+    return row.get("kind") or ("trained" if row["seen"] else "outside")
+
 
 def load_rows(run_dirs: list[Path]) -> list[dict]:
     rows = []
@@ -28,19 +35,22 @@ def table(results: list[dict], individual: dict | None, commands: dict[str, str]
     teacher = results[0]["teacher"]
     head = "| method | " + " | ".join(f"w={w:g} (γ={1 - w:.0%})" for w in widths) + " |"
     lines = [f"Teacher (full width, BN): accuracy {teacher['accuracy']:.4f}, {teacher['params']:,} parameters.",
-             "Cells: test accuracy; `*` marks widths outside the training range (unseen).", "",
+             "Cells: test accuracy; `†` marks widths held out inside the training range (never "
+             "trained), `*` widths outside it.", "",
              head, "|" + "---|" * (len(widths) + 1)]
     if individual:
         acc = {w["width"]: w["accuracy"] for w in individual["widths"]}
         lines.append("| individually trained | " + " | ".join(f"{acc[w]:.4f}" if w in acc else "–" for w in widths) + " |")
     for r in results:
-        acc = {w["width"]: (w["accuracy"], w["seen"]) for w in r["widths"]}
-        cells = [f"{acc[w][0]:.4f}{'' if acc[w][1] else '*'}" if w in acc else "–" for w in widths]
+        acc = {w["width"]: (w["accuracy"], MARK[kind_of(w)]) for w in r["widths"]}
+        cells = [f"{acc[w][0]:.4f}{acc[w][1]}" if w in acc else "–" for w in widths]
         lines.append(f"| {r['recipe']} | " + " | ".join(cells) + " |")
-    lines += ["", "| method | stages | generated tensors | command |", "|---|---|---|---|"]
+    lines += ["", "| method | stages | generated tensors | wall (min) | commit | command |", "|---|---|---|---|---|---|"]
     for r in results:
+        wall = sum((r.get("wall_s") or {}).values())
         lines.append(f"| {r['recipe']} | {r['stages_completed']} | {len(r['generated_layers'])} | "
-                     f"`{commands.get(r['recipe'], '')}` |")
+                     f"{wall / 60:.0f} | {r.get('commit', '')[:7]} | "
+                     f"`{commands.get(r['recipe']) or r.get('command', '')}` |")
     return "\n".join(lines) + "\n"
 
 
@@ -57,11 +67,11 @@ def plot(results: list[dict], individual: dict | None, path: Path) -> None:
     for i, r in enumerate(results):
         ws = r["widths"]
         ax.plot([w["compression"] for w in ws], [w["accuracy"] for w in ws], "-", color=f"C{i}", label=r["recipe"])
-        for seen, marker in ((True, "o"), (False, "x")):
-            pts = [w for w in ws if w["seen"] == seen]
+        for kind, marker in (("trained", "o"), ("held_out", "D"), ("outside", "x")):
+            pts = [w for w in ws if kind_of(w) == kind]
             ax.scatter([w["compression"] for w in pts], [w["accuracy"] for w in pts], marker=marker,
                        s=16, color=f"C{i}", zorder=3)
-    ax.set_xlabel("parameter compression (1 − params / teacher params); ● seen, × unseen width")
+    ax.set_xlabel("parameter compression (1 − params / teacher params); ● trained, ◆ held out, × outside")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{results[0]['dataset']} · {results[0]['model']}")
     ax.grid(alpha=0.3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .report import kind_of
 from .run import RunDir
 
 
@@ -20,10 +21,10 @@ def results_table(r: dict) -> str:
     lines = [f"# {r['dataset']} · {r['model']} · recipe `{r['recipe']}`", "",
              f"Teacher: accuracy {t['accuracy']:.4f}, {t['params']:,} parameters. "
              f"Stages completed: {r['stages_completed']}; generated tensors: {len(r['generated_layers'])}.", "",
-             "| width | γ | seen | params | compression | accuracy | Δ teacher |",
+             "| width | γ | kind | params | compression | accuracy | Δ teacher |",
              "|---|---|---|---|---|---|---|"]
     for w in r["widths"]:
-        lines.append(f"| {w['width']:.3f} | {1.0 - w['width']:.0%} | {'yes' if w['seen'] else 'no'} | "
+        lines.append(f"| {w['width']:.3f} | {1.0 - w['width']:.0%} | {kind_of(w)} | "
                      f"{w['params']:,} | {w['compression']:.1%} | {w['accuracy']:.4f} | "
                      f"{w['accuracy'] - t['accuracy']:+.4f} |")
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ Layout of `<run_dir>/` (README, docs/architecture.md):
     tb/<name>/                    TensorBoard scalars (teacher, stage_<k>, eval)
     slurm/jobs.json               the SLURM chain's state (submit.py)
     individual.json               the per-width baseline (individual.py)
+    slimmable.pt                  the slimmable baseline's network (slimmable.py)
 
 Torch-free at import (slurm.py and submit.py run it on login nodes and in Submitit's
 unpickler): `RunContext.load` imports the data and model code when it is called.
@@ -86,6 +87,9 @@ class RunDir:
     def final(self, k: int) -> Path:
         return self.stage(k) / FINAL
 
+    def complete(self, k: int) -> Path:
+        return self.stage(k) / COMPLETE
+
     def tb(self, name: str) -> Path:
         return self.root / "tb" / name
 
@@ -112,6 +116,11 @@ class RunDir:
     @property
     def individual(self) -> Path:
         return self.root / "individual.json"
+
+    @property
+    def slimmable(self) -> Path:
+        """The slimmable baseline's trained network (slimmable.py)."""
+        return self.root / "slimmable.pt"
 
     def stage_complete(self, k: int) -> bool:
         """Stage 0 (teacher + smoothing) ends with reference.pt, an INR stage with COMPLETE."""

@@ -170,18 +170,39 @@ def total_variation(family: Family, weights: Weights) -> float:
     return sum(group_variation(family, weights, g) for g in groups)
 
 
-def smooth(family: Family, weights: Weights, two_opt_rounds: int = 50
-           ) -> tuple[dict, dict[str, torch.Tensor], dict]:
+def importance_order(family: Family, weights: Weights, group: str) -> torch.Tensor:
+    """`group`'s channels, most important first: the norm of what writes a channel times the
+    norm of what reads it (a channel that is weak on either side contributes little) — the
+    order for nested coordinates, where a narrower network keeps the leading channels."""
+    produced = consumed = 0.0
+    for t, axis in _parts(family, weights, group):
+        sq = t.movedim(axis, 0).reshape(t.shape[axis], -1).double().pow(2).sum(1)
+        if axis == 0:
+            produced = produced + sq
+        else:
+            consumed = consumed + sq
+    score = (produced * consumed).sqrt() if torch.is_tensor(produced) and torch.is_tensor(consumed) else None
+    if score is None:
+        raise ValueError(f"group {group} has no producer or no consumer to rank its channels by")
+    return torch.argsort(score, descending=True, stable=True)
+
+
+def smooth(family: Family, weights: Weights, two_opt_rounds: int = 50,
+           by_importance: frozenset[str] = frozenset()) -> tuple[dict, dict[str, torch.Tensor], dict]:
     """Permute every free group of more than 2 channels along a short path through its channels.
 
     Returns (new_weights, perms, stats). `perms` has an entry for every group that was
     considered; it is identity where the path did not lower that group's variation (the
     path minimises Euclidean distance, the measure is mean absolute difference, so they can
-    disagree) — hence tv_after <= tv_before always.
+    disagree) — hence tv_after <= tv_before always, unless `by_importance` names groups: those
+    are ordered by `importance_order` instead, whatever that does to their variation.
     """
     groups = dict.fromkeys(s.out_group for s in family.layers if s.out_group not in FIXED_GROUPS)
     perms = {}
     for g in groups:
+        if g in by_importance:
+            perms[g] = importance_order(family, weights, g)
+            continue
         feats = channel_features(family, weights, g)
         if feats.shape[0] <= 2:
             continue

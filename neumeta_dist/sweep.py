@@ -41,7 +41,9 @@ def network_at(net, fraction: float, samples: int, calib_x: torch.Tensor | None 
 
 
 def sweep(net, widths: list[float], data, batch_size: int, samples: int,
-          seen: Callable[[float], bool], accelerator=None, calib_x: torch.Tensor | None = None) -> list[dict]:
+          describe: Callable[[float], dict], accelerator=None, calib_x: torch.Tensor | None = None) -> list[dict]:
+    """Accuracy, parameters and compression at each width; `describe(width)` adds what the
+    width is to training (widths.TrainingWidths.describe: seen, kind, novel_groups)."""
     full = net.params_at(1.0)
     targets = None
     if calib_x is not None:  # the full-width statistics, computed once for every width
@@ -53,6 +55,6 @@ def sweep(net, widths: list[float], data, batch_size: int, samples: int,
         weights = network_at(net, w, samples, calib_x, targets)
         acc = accuracy(lambda x: net(x, w, weights=weights)[0], data, batch_size, accelerator)
         params = net.params_at(w)
-        rows.append({"width": w, "seen": bool(seen(w)), "params": params,
-                     "compression": 1.0 - params / full, "accuracy": acc})
+        rows.append({"width": w, **describe(w), "params": params, "compression": 1.0 - params / full,
+                     "accuracy": acc})
     return rows

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import itertools
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -53,10 +54,11 @@ def train_teacher(cfg: Config, accelerator, splits: Splits, family: Family) -> d
     if art is not None:
         return art
     path = RunDir(cfg.run_dir).teacher
+    t0 = time.perf_counter()
     net, test = fit(Teacher(family), cfg, accelerator, splits, "teacher")
     art = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
            "family": dataclasses.asdict(family), "accuracy": test,
-           "params": parameter_count(family, family.full_sizes())}
+           "params": parameter_count(family, family.full_sizes()), "wall_s": round(time.perf_counter() - t0, 1)}
     if accelerator.is_main_process:
         atomic_torch_save(art, path)
     accelerator.wait_for_everyone()
@@ -120,7 +122,8 @@ def build_reference(cfg: Config, accelerator, family: Family, art: dict, splits:
     ref = {"weights": folded, "perms": {}, "tv_before": None, "tv_after": None}
     if cfg.smoothing.enabled:
         from .smoothing import smooth
-        weights, perms, stats = smooth(family, folded, cfg.smoothing.two_opt_rounds)
+        ranked = family.scalable_groups() if cfg.smoothing.order == "importance" else frozenset()
+        weights, perms, stats = smooth(family, folded, cfg.smoothing.two_opt_rounds, ranked)
         x = sample_images(splits.val, 256)
         before = family.forward(x, lambda s, h: apply_layer(s, h, folded))
         after = family.forward(x, lambda s, h: apply_layer(s, h, weights))

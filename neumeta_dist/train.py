@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 import torch
 from .distributed import data_parallel as parallel
@@ -42,6 +43,7 @@ from .logger import Logger
 from .selection import Selection
 from .sweep import network_at
 from .trained import build_net, calibration_batch, load_trained, selected_network
+from .widths import TrainingWidths
 
 
 def step_rng(cfg: Config, step: int, micro: int, rank: int) -> tuple[float, torch.Generator]:
@@ -49,18 +51,19 @@ def step_rng(cfg: Config, step: int, micro: int, rank: int) -> tuple[float, torc
 
     Micro-batch 0 is the widest network; with `train.sandwich` micro-batch 1 is the narrowest
     (the sandwich rule of slimmable networks: the extremes bound every width in between);
-    the rest are uniform in the training range. Coordinate-parallel generation needs every
-    rank to generate the same network, so there the rank does not enter (as rank 0's).
+    the rest are drawn from the training range or set (widths.py). `step` counts from the
+    first stage under `train.stage_stream=continue`. Coordinate-parallel generation needs
+    every rank to generate the same network, so there the rank does not enter (as rank 0's).
     """
     rank = 0 if cfg.train.generation == "coordinate_parallel" else rank
     key = f"{cfg.train.seed}/{step}/{micro}/{rank}"
-    if micro == 0:
-        fraction = cfg.meta.max_width
-    elif micro == 1 and cfg.train.sandwich:
-        fraction = cfg.meta.min_width
-    else:
-        fraction = random.Random(key).uniform(cfg.meta.min_width, cfg.meta.max_width)
+    fraction = TrainingWidths.from_config(cfg.meta).draw(micro, cfg.train.sandwich, random.Random(key))
     return fraction, torch.Generator().manual_seed(random.Random(key + "/noise").getrandbits(63))
+
+
+def stream_offset(cfg: Config, k: int, total: int) -> int:
+    """Optimiser steps of the data/width stream that come before stage k's first step."""
+    return (k - 1) * total if cfg.train.stage_stream == "continue" else 0
 
 
 def lr_lambda(cfg: Config, total: int):
@@ -78,6 +81,7 @@ def lr_lambda(cfg: Config, total: int):
 def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = None,
                 callback: Callback | None = None) -> dict:
     """Train (or resume) stage k; writes `final.pt` and `COMPLETE` last."""
+    t0 = time.perf_counter()
     cfg, tc, stage, sdir = ctx.cfg, ctx.cfg.train, ctx.stages[k - 1], ctx.stage_dir(k)
     micro_batches, callback = tc.widths_per_step, callback or Callback()
     parallel.configure(accelerator, micro_batches, tc.grad_clip, tc.clip_mode, cfg.data.batch_size)
@@ -107,11 +111,12 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
 
     start = checkpointer.resume(sched, ema)
     log.progress(start)
-    data = train_batches(cfg, accelerator, ctx.splits.train, start * micro_batches)
+    offset = stream_offset(cfg, k, total)
+    data = train_batches(cfg, accelerator, ctx.splits.train, (offset + start) * micro_batches)
     select = Selection(sdir, tc.select_every, cfg.digest())
     callback.on_start(lambda: parallel.full_state_dict(accelerator, model))
     for step in range(start, total):
-        full_terms = train_step(cfg, accelerator, net, opt, data, step, ex, teacher, callback)
+        full_terms = train_step(cfg, accelerator, net, opt, data, offset + step, ex, teacher, callback)
         log.count(micro_batches * cfg.data.batch_size * accelerator.num_processes)
         sched.step()
         with parallel.gathered(accelerator, model):
@@ -133,7 +138,7 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
              "config": cfg.to_dict(), "stage": k, "steps": total}
     callback.on_end(final["model"], final["ema"], parallel.local_numel(model))
     _hand_off(ctx, accelerator, final, select, stage, log, total)
-    checkpointer.finish(final, {"steps": total, "val": final["val"]})
+    checkpointer.finish(final, {"steps": total, "val": final["val"], "wall_s": round(time.perf_counter() - t0, 1)})
     return final
 
 
@@ -144,6 +149,7 @@ def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Executio
     still on the device (reading them back here would sync every step)."""
     model, rank = accelerator.unwrap_model(net), accelerator.process_index
     net.train()
+    full_weights = None  # the step's full-width network, source of in-place distillation
     for micro in range(cfg.train.widths_per_step):
         x, y = next(data)
         if callback is not None:
@@ -152,11 +158,13 @@ def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Executio
         fraction, gen = step_rng(cfg, step, micro, rank)
         with accelerator.accumulate(net):
             with ex.autocast(accelerator.device):
+                with torch.no_grad():  # before the step's forward: DDP pairs that one with its backward
+                    own = net(x, 1.0, weights=full_weights)[0] if full_weights is not None and fraction < 1.0 else None
                 logits, generated = net(x, fraction, generator=gen)
                 with torch.no_grad():
                     t_logits = teacher(x) if teacher is not None else None
             terms = step_losses(cfg.loss, logits.float(), y, generated, model.reference, fraction == 1.0,
-                                None if t_logits is None else t_logits.float())
+                                None if t_logits is None else t_logits.float(), None if own is None else own.float())
             accelerator.backward(terms["total"])
             if accelerator.sync_gradients:
                 parallel.clip(accelerator, net, cfg.train.grad_clip, cfg.train.clip_mode)
@@ -164,6 +172,8 @@ def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Executio
             opt.zero_grad(set_to_none=True)
         if micro == 0:
             full_terms = {f"loss/{n}": v.detach() for n, v in terms.items()}
+            if cfg.loss.inplace_kd > 0 and fraction == 1.0:
+                full_weights = {n: w.detach() for n, w in generated.items()}
     return full_terms
 
 

@@ -5,26 +5,30 @@ one stage to the next, and by its held-out validation; none of them trains anyth
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
+from . import provenance
 from .config import Config
 from .ema import EMA
 from .metamorphic import MetamorphicNet
 from .models.family import Family
 from .norms import norm_strategy
-from .recipe import generated_layers
+from .recipe import generated_layers, steps_per_stage
 from .results import write_results
 from .run import RunContext, RunDir, StageError
 from .sweep import sweep
+from .widths import TrainingWidths
 
 
 def build_net(cfg: Config, family: Family, reference: dict) -> MetamorphicNet:
     """The INR with a head for every tensor of the whole plan (all active until `activate`)."""
     return MetamorphicNet(family, reference, generated_layers(family, cfg.meta.generated), cfg.inr,
-                          cfg.meta.scale, cfg.meta.norm, cfg.meta.train_head, cfg.meta.alpha_init)
+                          cfg.meta.scale, cfg.meta.norm, cfg.meta.train_head, cfg.meta.alpha_init,
+                          cfg.meta.channel_coords == "nested")
 
 
 def selected_network(ctx: RunContext, result: dict, layers) -> MetamorphicNet:
@@ -63,27 +67,38 @@ def calibration_batch(ctx: RunContext) -> torch.Tensor | None:
     return norm_strategy(ctx.cfg.meta.norm).calibration_batch(ctx.splits, ctx.cfg.eval.calib_samples)
 
 
-def is_seen(cfg: Config, fraction: float) -> bool:
-    return cfg.meta.min_width - 1e-9 <= fraction <= cfg.meta.max_width + 1e-9
-
-
 def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> dict:
     """Width sweep of the last complete stage (or of `result`, a consolidated checkpoint);
     writes results.{json,md} and the plot."""
     cfg, reference = ctx.cfg, ctx.reference
     net, done = result_network(ctx, result)
     net = net.to(accelerator.device)
+    training = TrainingWidths.from_config(cfg.meta)
     rows = sweep(net, cfg.eval.widths, ctx.splits.test, cfg.data.eval_batch_size, cfg.eval.samples,
-                 lambda w: is_seen(cfg, w), accelerator, calibration_batch(ctx))
+                 lambda w: training.describe(w, net.sizes, net.groups), accelerator, calibration_batch(ctx))
     results = {"teacher": {"accuracy": ctx.teacher["accuracy"], "params": ctx.teacher["params"]},
                "widths": rows, "dataset": ctx.splits.name, "model": ctx.family.name, "recipe": cfg.recipe.name,
                "stages_completed": done, "stages_planned": len(ctx.stages),
                "generated_layers": net.generated_names(),
-               "smoothing": {"tv_before": reference.get("tv_before"), "tv_after": reference.get("tv_after")}}
+               "smoothing": {"tv_before": reference.get("tv_before"), "tv_after": reference.get("tv_after")},
+               **provenance.record(config=cfg.to_dict(), seed=cfg.train.seed,
+                                   steps_per_stage=steps_per_stage(cfg, len(ctx.splits.train)),
+                                   train_widths=list(training.discrete) or [training.low, training.high],
+                                   wall_s=_wall_times(ctx, done))}
     if accelerator.is_main_process:
         write_results(ctx.run.root, results)
         _log_sweep(ctx.run, rows)
     return results
+
+
+def _wall_times(ctx: RunContext, done: int) -> dict[str, float]:
+    """Seconds each finished stage took (its last attempt; "0" = the teacher), where recorded."""
+    out = {"0": ctx.teacher["wall_s"]} if "wall_s" in ctx.teacher else {}
+    for k in range(1, done + 1):
+        info = json.loads(ctx.run.complete(k).read_text() or "{}")
+        if "wall_s" in info:
+            out[str(k)] = info["wall_s"]
+    return out
 
 
 def _log_sweep(run: RunDir, rows: list[dict]) -> None:

@@ -175,3 +175,23 @@ def test_plan_entry_ids_give_a_tensor_the_same_coordinates_in_any_subset(tiny_re
         w = by_name[e.name]
         assert torch.equal(cs[e.start:e.end], cw[w.start:w.end]), e.name
         assert e.head == w.head == ids[e.name]
+
+
+def test_nested_tables_place_a_channel_at_the_same_position_at_every_width(tiny_resnet20):
+    """meta.channel_coords=nested: channel c is at c / C_full whatever the width, the size
+    fields still give the current width, and at full width nothing differs from NeuMeta's."""
+    from neumeta_dist.recipe import generated_layers, metamorphic_groups
+    layers = generated_layers(tiny_resnet20, "authors")
+    groups = metamorphic_groups(tiny_resnet20, layers, "inner")
+    full = tiny_resnet20.full_sizes()
+    at = lambda f, nested: build_table(layers, tiny_resnet20.sizes(f, groups), 16,
+                                       full_sizes=full if nested else None)
+    assert torch.equal(normalise(at(1.0, True)), normalise(at(1.0, False)))
+    half, wide = normalise(at(0.5, True)), normalise(at(1.0, True))
+    t = at(0.5, True)
+    e = next(e for e in t.entries if e.name == "layer3.1.conv1.weight")  # 8 of 16 out channels
+    rows = half[e.start:e.end]
+    assert torch.allclose(rows[:, 1].unique(), torch.arange(8) / 16)  # the leading half of the positions
+    assert torch.allclose(rows[:, 4], torch.tensor(8 / 16))  # out size: the current width
+    ew = next(e for e in at(1.0, True).entries if e.name == "layer3.1.conv1.weight")
+    assert torch.allclose(wide[ew.start:ew.end, 4], torch.tensor(16 / 16))  # ... which the INR sees

@@ -27,7 +27,7 @@ def _data(n=30, seed=0):
 
 def _results(net, data, widths=(0.25, 0.5, 1.0)):
     """What the pipeline writes: the teacher line, a sweep, and the run's description."""
-    rows = sweep(net, list(widths), data, batch_size=8, samples=1, seen=lambda w: w >= 0.5)
+    rows = sweep(net, list(widths), data, batch_size=8, samples=1, describe=lambda w: {"seen": w >= 0.5})
     return {"teacher": {"accuracy": 0.5, "params": parameter_count(net.family, net.family.full_sizes())},
             "widths": rows, "dataset": "synthetic", "model": net.family.name, "recipe": "full",
             "stages_completed": 1, "generated_layers": net.generated_names()}
@@ -88,7 +88,7 @@ def test_merged_weights_of_several_samples_are_seeded_noisy_averages(tiny_resnet
 def test_sweep_rows_follow_the_widths_and_the_network(tiny_resnet20):
     net = make_net(tiny_resnet20)
     data = _data(20)
-    rows = sweep(net, [1.0, 0.25, 0.5], data, batch_size=8, samples=1, seen=lambda w: w >= 0.5)
+    rows = sweep(net, [1.0, 0.25, 0.5], data, batch_size=8, samples=1, describe=lambda w: {"seen": w >= 0.5})
     assert [r["width"] for r in rows] == [0.25, 0.5, 1.0]
     full = parameter_count(tiny_resnet20, tiny_resnet20.full_sizes())
     for r in rows:

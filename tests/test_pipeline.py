@@ -69,6 +69,12 @@ def test_every_stage_is_complete_and_results_follow_the_schema(run):
     assert "stem.weight" not in r["generated_layers"]  # the authors' set keeps the stem fixed
     assert [w["width"] for w in r["widths"]] == [0.25, 0.5, 0.75, 1.0]
     assert [w["seen"] for w in r["widths"]] == [False, True, True, True]
+    assert [w["kind"] for w in r["widths"]] == ["outside", "trained", "trained", "trained"]
+    assert r["commit"].split("+")[0] == subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+                                                       capture_output=True, text=True).stdout.strip()
+    assert r["command"].startswith("accelerate launch launch/train.py --config") and r["seed"] == 0
+    assert r["config"]["train"]["max_steps"] == 12 and r["steps_per_stage"] == 12
+    assert set(r["wall_s"]) == {"0", "1", "2"} and all(t > 0 for t in r["wall_s"].values())
     params = [w["params"] for w in r["widths"]]
     assert params == sorted(params) and params[-1] == r["teacher"]["params"]
     assert r["widths"][-1]["compression"] == 0.0
@@ -129,7 +135,10 @@ def test_eval_of_a_run_trained_with_an_external_teacher_reads_teacher_checkpoint
     (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
     out = cli("eval", "--run", str(copy))
     assert out.returncode == 0, out.stderr
-    assert json.loads((copy / "results.json").read_text()) == json.loads((run / "results.json").read_text())
+    # the same figures; only the provenance (command, date, the config's paths) differs
+    figures = lambda d: {k: v for k, v in json.loads((d / "results.json").read_text()).items()
+                         if k not in ("command", "date", "config")}
+    assert figures(copy) == figures(run)
     (tmp_path / "shared_teacher.pt").unlink()
     out = cli("eval", "--run", str(copy))
     assert out.returncode == 1 and "shared_teacher.pt not found" in out.stderr
@@ -198,3 +207,17 @@ def test_the_training_entry_point_exits_with_the_status_of_its_run(body, status,
     assert out.returncode == status, out.stderr
     assert out.stdout == "buffered"
     assert stderr in out.stderr and (stderr or out.stderr == "")
+
+
+def test_discrete_widths_inplace_distillation_and_a_continued_stream_train_and_report_kinds(tmp_path):
+    """The issue-13 options together through the real launcher (discrete widths, in-place
+    distillation, continued stream, nested coordinates on importance-ordered channels):
+    trained on 0.5/1.0 only, the width 0.75 between them is reported held out, 0.25 outside."""
+    run_dir = tmp_path / "run"
+    train(run_dir, "meta.train_widths=[0.5,1.0]", "loss.inplace_kd=10", "train.stage_stream=continue",
+          "meta.channel_coords=nested", "smoothing.order=importance",
+          "train.widths_per_step=3", "recipe.warmup_steps=20", "train.max_steps=4", "teacher.epochs=1")
+    r = json.loads((run_dir / "results.json").read_text())
+    assert [w["kind"] for w in r["widths"]] == ["outside", "trained", "held_out", "trained"]
+    assert r["train_widths"] == [0.5, 1.0] and r["widths"][2]["novel_groups"]
+    assert "| held_out |" in (run_dir / "results.md").read_text()

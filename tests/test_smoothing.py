@@ -100,3 +100,26 @@ def test_channel_features_shape():
     # added to by layer1.*.conv2 (8·3·3 + bias each), read by layer2.0.conv1/down (16·9, 16).
     feats = channel_features(family, weights, "stream0")
     assert feats.shape == (8, (9 + 1) + 3 * 72 + 3 * (72 + 1) + 16 * 9 + 16)
+
+
+def test_importance_order_keeps_the_function_and_ranks_the_scalable_groups(tiny_resnet20):
+    """smoothing.order=importance: the scalable (inner) groups most important channel first,
+    the others along their path — still a pure permutation of the same network."""
+    from neumeta_dist.smoothing import importance_order
+    from conftest import random_bn_teacher
+    from neumeta_dist.models.family import apply_layer
+    folded = random_bn_teacher(tiny_resnet20).folded()
+    ranked = tiny_resnet20.scalable_groups()
+    out, perms, _ = smooth(tiny_resnet20, folded, 10, ranked)
+    x = torch.randn(4, 1, 12, 12)
+    run = lambda w: tiny_resnet20.forward(x, lambda s, h: apply_layer(s, h, w))
+    assert torch.allclose(run(out), run(folded), atol=1e-5)
+    for g in ranked:
+        assert torch.equal(perms[g], importance_order(tiny_resnet20, folded, g))
+        # ranked by (producer norm × consumer norm): non-increasing in the new order
+        layer_in = next(l for l in tiny_resnet20.layers if l.in_group == g)
+        layer_out = next(l for l in tiny_resnet20.layers if l.out_group == g)
+        prod = (out[f"{layer_out.name}.weight"].flatten(1).pow(2).sum(1) + out[f"{layer_out.name}.bias"].pow(2))
+        cons = out[f"{layer_in.name}.weight"].transpose(0, 1).flatten(1).pow(2).sum(1)
+        score = (prod * cons).sqrt()
+        assert torch.all(score[:-1] >= score[1:] - 1e-6), g

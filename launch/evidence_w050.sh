@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The issue-13 evidence (docs/w050/results.md) in one command: the shared teacher, then every
+# row concurrently, then the table, plot and JSONs.
+#
+#   launch/evidence_w050.sh RUNS_DIR STEPS_PER_STAGE [key=value ...]
+#
+# Setting: configs/fashion_mnist_resnet20_w050.yaml — ResNet-20 at width 0.5 (8/16/32),
+# trained widths 0.5/0.75/1.0, held-out widths between them, 0.25/0.375 outside. Rows: the
+# shipped recipe (full), each candidate change (nested, inplace_kd, continue_stream), the
+# recipe without incremental stages, naive all-layer NeuMeta, the universally slimmable
+# network (same image passes as the pipeline) and the individually trained networks (the
+# teacher's recipe) at 0.25/0.5/0.75. Extra overrides apply to every row: on a GPU,
+# `model.width=1.0` runs the full 16/32/64 network and STEPS_PER_STAGE=1500 ≈ the authors'
+# budget per block. Rows run concurrently: size OMP_NUM_THREADS so rows × threads ≤ cores.
+set -euo pipefail
+RUNS=${1:?usage: launch/evidence_w050.sh RUNS_DIR STEPS_PER_STAGE [key=value ...]}
+S=${2:?steps per stage}
+shift 2
+cd "$(dirname "$0")/.."
+export NEUMETA_NO_BAR=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+PY=${PY:-python3}
+LAUNCH="$PY -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no launch/train.py"
+CLI="$PY -m neumeta_dist.cli"
+BASE=configs/fashion_mnist_resnet20_w050.yaml
+A=configs/ablations_w050
+mkdir -p "$RUNS/logs"
+T="teacher.checkpoint=$RUNS/full/teacher/teacher.pt"
+B="train.max_steps=$S"
+B6="train.max_steps=$(( 6 * S ))"
+job() {  # job NAME COMMAND...: in the background, log in RUNS/logs/NAME.log
+  local name=$1; shift
+  "$@" > "$RUNS/logs/$name.log" 2>&1 && echo "$name: done" || echo "$name: FAILED (see $RUNS/logs/$name.log)"
+}
+start=$(date +%s)
+job teacher $LAUNCH --config $BASE run_dir="$RUNS/full" "$@" --stage 0
+echo "teacher: $(( $(date +%s) - start )) s"
+job full $LAUNCH --config $BASE run_dir="$RUNS/full" $B "$@" &
+for row in nested inplace_kd continue_stream; do
+  job $row $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$row" $T $B "$@" &
+done
+for row in no_incremental neumeta_all_layers; do
+  job $row $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$row" $T $B6 "$@" &
+done
+job slimmable $CLI slimmable --config $A/slimmable.yaml run_dir="$RUNS/slimmable" $T $B "$@" &
+job individual $CLI individual --config $BASE --widths 0.25,0.5,0.75 run_dir="$RUNS/individual" "$@" &
+wait
+echo "rows: $(( $(date +%s) - start )) s"
+ROWS="full nested inplace_kd continue_stream no_incremental neumeta_all_layers slimmable"
+$CLI report --runs $(for r in $ROWS; do [ -f "$RUNS/$r/results.json" ] && echo "$RUNS/$r"; done) \
+  --individual "$RUNS/individual/individual.json" --out "$RUNS/table.md"
+echo "total: $(( $(date +%s) - start )) s"

@@ -1,0 +1,49 @@
+"""neumeta_dist.report: the evidence table marks each width's kind and carries each row's
+provenance; write_report copies the JSONs beside the table and draws the plot."""
+from __future__ import annotations
+
+import json
+
+from neumeta_dist.report import table, write_report
+
+
+def _row(recipe, kinds, acc, **extra):
+    widths = [{"width": w, "seen": k == "trained", "kind": k, "params": int(100 * w), "compression": 1 - w,
+               "accuracy": a} for (w, k), a in zip(kinds, acc)]
+    return {"teacher": {"accuracy": 0.9, "params": 100}, "widths": widths, "dataset": "fashion-mnist",
+            "model": "resnet20", "recipe": recipe, "stages_completed": 6, "generated_layers": ["a"] * 24, **extra}
+
+
+KINDS = [(0.25, "outside"), (0.625, "held_out"), (1.0, "trained")]
+
+
+def test_cells_mark_held_out_and_outside_widths_and_rows_carry_provenance():
+    r = _row("full", KINDS, [0.5, 0.8, 0.88], command="launch/train.py --config x.yaml", commit="abcdef1234",
+             wall_s={"0": 600, "1": 1200})
+    ind = {"widths": [{"width": 0.25, "accuracy": 0.87}]}
+    text = table([r], ind, {})
+    assert "| full | 0.5000* | 0.8000† | 0.8800 |" in text
+    assert "| individually trained | 0.8700 | – | – |" in text
+    assert "| full | 6 | 24 | 30 | abcdef1 | `launch/train.py --config x.yaml` |" in text
+
+
+def test_rows_written_before_kinds_existed_still_render():
+    r = _row("old", KINDS, [0.5, 0.8, 0.88])
+    for w in r["widths"]:
+        del w["kind"]
+    assert "| old | 0.5000* | 0.8000* | 0.8800 |" in table([r], None, {"old": "cmd"})
+
+
+def test_write_report_copies_each_json_beside_the_table_and_plots(tmp_path):
+    runs = []
+    for name in ("full", "slimmable"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(_row(name, KINDS, [0.5, 0.8, 0.9])))
+        runs.append(d)
+    out = tmp_path / "docs" / "w050" / "results.md"
+    text = write_report(runs, None, out, {})
+    assert "| slimmable |" in text
+    for name in ("full", "slimmable"):
+        assert json.loads((out.parent / "results" / f"fashion-mnist_resnet20_{name}.json").read_text())["recipe"] == name
+    assert (out.parent / "fashion-mnist_resnet20.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,72 @@
+"""neumeta_dist.slimmable: the US-Nets baseline — slicing + BN statistics equal a plain BN
+network of that width, the budget matches the pipeline's, and a real (tiny) run writes the
+results schema and re-evaluates from its saved network."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from neumeta_dist.config import load_config
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher
+from neumeta_dist.recipe import generated_layers, metamorphic_groups
+from neumeta_dist.slimmable import Slimmable, budget_steps, calibrate, run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _randomise(net: torch.nn.Module) -> None:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.3)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_a_width_is_the_bn_network_of_its_leading_channels_with_its_own_statistics(fraction):
+    family = build_family("resnet20", 0.25, in_channels=1, num_classes=10)
+    groups = metamorphic_groups(family, generated_layers(family, "authors"), "inner")
+    sizes = family.sizes(fraction, groups)
+    slim = Slimmable(family)
+    _randomise(slim)
+    x = torch.randn(64, 1, 12, 12)
+    stats = calibrate(slim, sizes, x, chunk=64)
+    # the same network built at that width from sliced weights, BN in eval mode on those stats
+    plain = Teacher(family, sizes)
+    state = {}
+    for name, t in plain.state_dict().items():
+        src = slim.net.state_dict()[name]
+        state[name] = src[tuple(slice(0, n) for n in t.shape)] if t.dim() else src
+    for spec in family.layers:
+        if not spec.is_linear:
+            key = spec.name.replace(".", "_")
+            state[f"norms.{key}.running_mean"], state[f"norms.{key}.running_var"] = stats[spec.name]
+    plain.load_state_dict(state)
+    assert torch.allclose(slim(x, sizes, stats), plain.eval()(x), atol=1e-5)
+    # one chunk: the batch-statistics forward differs only by BN's unbiased running variance
+    assert torch.allclose(slim(x, sizes), slim(x, sizes, stats), atol=1e-2)
+
+
+def test_budget_is_the_pipelines_image_passes():
+    cfg = load_config(None, ["teacher.epochs=2", "train.max_steps=30", "data.batch_size=100",
+                             "train.widths_per_step=4"])
+    # teacher: 2 epochs of 1,000 images = 5 steps of 4 × 100; stages: 6 × 30 steps
+    assert budget_steps(cfg, 1000, 6) == 5 + 180
+
+
+def test_a_tiny_run_writes_results_with_kinds_and_provenance_then_reevaluates(tmp_path):
+    args = ["data.dataset=synthetic", "data.train_limit=512", "data.test_limit=256", "data.batch_size=64",
+            "model.width=0.25", "meta.min_width=0.5", "meta.train_widths=[0.5,1.0]",
+            "eval.widths=[0.25,0.75,1.0]", "eval.calib_samples=128", f"run_dir={tmp_path}"]
+    first = run(load_config(None, args), steps=3)
+    assert (tmp_path / "slimmable.pt").is_file() and (tmp_path / "results.json").is_file()
+    assert [(w["width"], w["kind"]) for w in first["widths"]] == [(0.25, "outside"), (0.75, "held_out"),
+                                                                  (1.0, "trained")]
+    assert first["recipe"] == "slimmable" and first["steps"] == 3 and first["images"] == 3 * 64 * 4
+    assert len(first["commit"].split("+")[0]) == 40 and first["config"]["meta"]["train_widths"] == [0.5, 1.0]
+    again = run(load_config(None, args))  # slimmable.pt exists: evaluated, not retrained
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("date", "command")}
+    assert strip(again) == strip(first)
+    assert json.loads((tmp_path / "results.json").read_text())["widths"] == again["widths"]
