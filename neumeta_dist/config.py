@@ -122,6 +122,9 @@ class INRConfig:
     residual_scale: float = 0.1
     heads: str = choice("per_tensor", "shared")
     coord_noise: float = 1.0
+    # In training, every size field × (1 + U(−size_noise/2, size_noise/2)), one draw per
+    # generated network (coords.normalise): the size input moves between the trained widths
+    size_noise: float = 0.0
 
 
 @dataclass
@@ -357,6 +360,7 @@ def _validate(cfg: Config, source: str) -> None:
          "train.select_every", "selection scores the held-out split: set data.val_fraction > 0"),
         (0 <= cfg.train.ema_decay < 1, "train.ema_decay", "need 0 <= ema_decay < 1"),
         (cfg.eval.samples >= 1, "eval.samples", "need >= 1"),
+        (0 <= cfg.inr.size_noise < 1, "inr.size_noise", "need 0 <= size_noise < 1 (a relative jitter of the sizes)"),
         (cfg.inr.layers >= 0 and cfg.inr.hidden >= 1 and cfg.inr.num_freqs >= 1, "inr",
          "need layers >= 0, hidden >= 1, num_freqs >= 1"),
     ]

@@ -100,8 +100,14 @@ def build_table(layers: Sequence[Layer], sizes: Mapping[str, int], norm_width: i
                       torch.cat(divisor) if divisor else None)
 
 
-def normalise(table: CoordTable, noise: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def normalise(table: CoordTable, noise: float = 0.0, generator: torch.Generator | None = None,
+              size_noise: float = 0.0) -> torch.Tensor:
     """INR input (N, 6); `noise` jitters the channel indices by U(−noise/2, noise/2).
+
+    `size_noise` scales every size field by one factor 1 + U(−size_noise/2, size_noise/2) per
+    call (one network, one jittered width): trained on a few widths, the INR still sees the
+    size input move continuously between them, which is what a held-out width asks of it.
+    Drawn after the channel noise, so size_noise = 0 leaves every other draw as it was.
 
     A bias row's in-size is 1, so its jittered in-position would be pure noise: bias rows
     keep their in-index (the `extent[:, 2] > 1` mask).
@@ -109,18 +115,21 @@ def normalise(table: CoordTable, noise: float = 0.0, generator: torch.Generator 
     The noise is drawn on the generator's device and moved without waiting: a step seeded
     by a CPU generator draws the same numbers on any device and never syncs the GPU.
     """
-    index = table.index
+    index, extent = table.index, table.extent
+    if (noise > 0 or size_noise > 0) and generator is not None and generator.device != index.device:
+        # Same seed, generator on the table's device: no host-side draw and no copy
+        # of a table-sized noise tensor per step (the draw differs between devices).
+        generator = torch.Generator(device=index.device).manual_seed(generator.initial_seed())
     if noise > 0:
-        if generator is not None and generator.device != index.device:
-            # Same seed, generator on the table's device: no host-side draw and no copy
-            # of a table-sized noise tensor per step (the draw differs between devices).
-            generator = torch.Generator(device=index.device).manual_seed(generator.initial_seed())
         u = torch.rand(index.shape, generator=generator, device=index.device) - 0.5
         u[:, 0] = 0.0
         u[:, 2] *= (table.extent[:, 2] > 1)
         index = index + noise * u
+    if size_noise > 0:
+        factor = 1 + size_noise * (torch.rand((), generator=generator, device=index.device) - 0.5)
+        extent = torch.cat([extent[:, :1], extent[:, 1:] * factor], dim=1)
     divisor = table.extent if table.divisor is None else table.divisor
-    return torch.cat([index / divisor, table.extent / table.norm_width], dim=1)
+    return torch.cat([index / divisor, extent / table.norm_width], dim=1)
 
 
 def centre_columns(table: CoordTable, out_kernel: int) -> list[torch.Tensor | None]:

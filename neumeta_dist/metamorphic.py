@@ -45,7 +45,7 @@ class MetamorphicNet(nn.Module):
                  nested: bool = False):
         super().__init__()
         self.family, self.planned, self.scale, self.nested = family, planned, scale, nested
-        self.coord_noise = inr.coord_noise
+        self.coord_noise, self.size_noise = inr.coord_noise, inr.size_noise
         self.kernel = max(max(l.k, 1) for l in planned)
         self.norm_width = max(family.full_sizes().values())
         names = [n for l in planned for n in l.tensor_names()]
@@ -152,7 +152,7 @@ class MetamorphicNet(nn.Module):
         """Every active tensor (or those of `layers`) at `fraction`, from one INR call."""
         table, cols = self.table(fraction, layers)
         noise = self.coord_noise if noise is None else noise
-        coords = normalise(table, noise if self.training else 0.0, generator)
+        coords = normalise(table, noise if self.training else 0.0, generator, self.size_noise if self.training else 0.0)
         return split_output(self.generation(self.inr, coords, table.segments, cols), table)
 
     def reference(self, name: str) -> torch.Tensor:

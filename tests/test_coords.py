@@ -195,3 +195,19 @@ def test_nested_tables_place_a_channel_at_the_same_position_at_every_width(tiny_
     assert torch.allclose(rows[:, 4], torch.tensor(8 / 16))  # out size: the current width
     ew = next(e for e in at(1.0, True).entries if e.name == "layer3.1.conv1.weight")
     assert torch.allclose(wide[ew.start:ew.end, 4], torch.tensor(16 / 16))  # ... which the INR sees
+
+
+def test_size_noise_moves_only_the_size_fields_by_one_factor_per_network(tiny_resnet20):
+    """inr.size_noise: one jitter factor for the whole table's sizes; channel positions and
+    the other draws stay as without it (the channel noise is drawn first)."""
+    from neumeta_dist.recipe import generated_layers, metamorphic_groups
+    layers = generated_layers(tiny_resnet20, "authors")
+    groups = metamorphic_groups(tiny_resnet20, layers, "inner")
+    table = build_table(layers, tiny_resnet20.sizes(0.5, groups), 16)
+    g = lambda: torch.Generator().manual_seed(3)
+    plain, jittered = normalise(table, 0.2, g()), normalise(table, 0.2, g(), size_noise=0.4)
+    assert torch.equal(plain[:, :4], jittered[:, :4])
+    ratio = jittered[:, 4:] / plain[:, 4:]
+    assert torch.allclose(ratio, ratio[0, 0].expand_as(ratio)) and 0.8 <= ratio[0, 0] <= 1.2
+    assert not torch.allclose(ratio[0, 0], torch.tensor(1.0))
+    assert torch.equal(normalise(table, 0.2, g(), size_noise=0.0), plain)
