@@ -8,7 +8,9 @@ widths are kept, so an interrupted sweep resumes where it stopped.
 from __future__ import annotations
 
 import json
+import time
 
+from . import provenance
 from .checkpoint import atomic_write_text
 from .config import Config
 from .models.family import Teacher, parameter_count
@@ -31,12 +33,16 @@ def train_individual(cfg: Config, widths: list[float]) -> list[dict]:
     for w in sorted(set(widths) - {r["width"] for r in rows}):
         seed_everything(cfg.train.seed)
         sizes = family.sizes(w, groups)
+        t0 = time.perf_counter()
         _, acc = fit(Teacher(family, sizes), cfg, accelerator, splits, f"individual_{w:g}")
         params = parameter_count(family, sizes)
-        rows.append({"width": w, "params": params, "compression": 1.0 - params / full, "accuracy": acc})
+        # each width keeps the provenance of the command that trained it (a sweep may resume)
+        rows.append({"width": w, "params": params, "compression": 1.0 - params / full, "accuracy": acc,
+                     **provenance.record(wall_s=round(time.perf_counter() - t0, 1))})
         rows.sort(key=lambda r: r["width"])
         if accelerator.is_main_process:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps({"dataset": splits.name, "model": family.name,
-                                                "epochs": cfg.teacher.epochs, "widths": rows}, indent=2))
+                                                "epochs": cfg.teacher.epochs, "seed": cfg.train.seed,
+                                                "config": cfg.to_dict(), "widths": rows}, indent=2))
     return rows
