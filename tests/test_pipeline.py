@@ -21,7 +21,11 @@ TINY = ["data.dataset=synthetic", "data.train_limit=1536", "data.test_limit=512"
         "meta.generated=authors", "meta.min_width=0.5", "meta.alpha_init=1.0",
         "inr.hidden=16", "inr.layers=1", "inr.num_freqs=4", "train.max_steps=12", "train.log_every=2",
         "train.widths_per_step=2", "recipe.init=recon", "recipe.warmup_steps=150", "recipe.units_per_stage=3",
-        "eval.widths=[0.25,0.5,0.75,1.0]"]
+        "eval.widths=[0.25,0.5,0.75,1.0]",
+        # the mechanics under test do not depend on the demo's coordinate recipe: NeuMeta's
+        # relative coordinates as these tests were measured with (the issue-13 test below
+        # runs the nested ones)
+        "meta.channel_coords=relative", "smoothing.order=path", "inr.size_noise=0"]
 
 
 def _env():
@@ -31,7 +35,7 @@ def _env():
 def train(run_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "accelerate"), "launch", "--num_processes", "1", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "launch/train.py"),
-           "--config", str(ROOT / "configs/demo.yaml"), *args, *TINY, f"run_dir={run_dir}"]
+           "--config", str(ROOT / "configs/demo.yaml"), *TINY, *args, f"run_dir={run_dir}"]  # args win
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
     if check and out.returncode != 0:
         raise AssertionError(f"training failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -215,7 +219,7 @@ def test_discrete_widths_inplace_distillation_and_a_continued_stream_train_and_r
     trained on 0.5/1.0 only, the width 0.75 between them is reported held out, 0.25 outside."""
     run_dir = tmp_path / "run"
     train(run_dir, "meta.train_widths=[0.5,1.0]", "loss.inplace_kd=10", "train.stage_stream=continue",
-          "meta.channel_coords=nested", "smoothing.order=importance",
+          "meta.channel_coords=nested", "smoothing.order=importance", "inr.size_noise=0.4",
           "train.widths_per_step=3", "recipe.warmup_steps=20", "train.max_steps=4", "teacher.epochs=1")
     r = json.loads((run_dir / "results.json").read_text())
     assert [w["kind"] for w in r["widths"]] == ["outside", "trained", "held_out", "trained"]
