@@ -170,3 +170,8 @@ def is_complete(stage_dir: Path) -> bool:
 
 def mark_complete(stage_dir: Path, info: dict) -> None:
     atomic_write_text(stage_dir / COMPLETE, json.dumps(info))
+
+
+def complete_info(stage_dir: Path) -> dict:
+    """What a stage's COMPLETE marker records (steps, held-out accuracy, wall time)."""
+    return json.loads((stage_dir / COMPLETE).read_text() or "{}")

@@ -87,9 +87,6 @@ class RunDir:
     def final(self, k: int) -> Path:
         return self.stage(k) / FINAL
 
-    def complete(self, k: int) -> Path:
-        return self.stage(k) / COMPLETE
-
     def tb(self, name: str) -> Path:
         return self.root / "tb" / name
 

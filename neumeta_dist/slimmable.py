@@ -46,6 +46,7 @@ from .process import seed_everything, set_threads
 from .recipe import generated_layers, metamorphic_groups
 from .results import write_results
 from .run import RunContext
+from .sweep import width_row
 from .teacher import load_teacher
 from .widths import TrainingWidths
 
@@ -183,6 +184,5 @@ def evaluate(net: Slimmable, cfg: Config, accelerator, splits: Splits, widths: T
         stats = calibrate(net, sizes, calib)
         acc = accuracy(lambda x: net(x, sizes, stats), splits.test, cfg.data.eval_batch_size, accelerator)
         params = parameter_count(family, sizes)
-        rows.append({"width": w, **widths.describe(w, sizes_at, groups), "params": params,
-                     "compression": 1.0 - params / full, "accuracy": acc})
+        rows.append(width_row(w, widths.describe(w, sizes_at, groups), params, full, acc))
     return rows

@@ -40,6 +40,12 @@ def network_at(net, fraction: float, samples: int, calib_x: torch.Tensor | None 
     return recalibrate(net, fraction, weights, calib_x.to(net.inr.w_in.device), targets)
 
 
+def width_row(width: float, kind: dict, params: int, full_params: int, accuracy: float) -> dict:
+    """One row of results.json's `widths` (the schema every sweep writes, baselines included)."""
+    return {"width": width, **kind, "params": params, "compression": 1.0 - params / full_params,
+            "accuracy": accuracy}
+
+
 def sweep(net, widths: list[float], data, batch_size: int, samples: int,
           describe: Callable[[float], dict], accelerator=None, calib_x: torch.Tensor | None = None) -> list[dict]:
     """Accuracy, parameters and compression at each width; `describe(width)` adds what the
@@ -55,6 +61,5 @@ def sweep(net, widths: list[float], data, batch_size: int, samples: int,
         weights = network_at(net, w, samples, calib_x, targets)
         acc = accuracy(lambda x: net(x, w, weights=weights)[0], data, batch_size, accelerator)
         params = net.params_at(w)
-        rows.append({"width": w, **describe(w), "params": params, "compression": 1.0 - params / full,
-                     "accuracy": acc})
+        rows.append(width_row(w, describe(w), params, full, acc))
     return rows

@@ -5,7 +5,6 @@ one stage to the next, and by its held-out validation; none of them trains anyth
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -95,7 +94,7 @@ def _wall_times(ctx: RunContext, done: int) -> dict[str, float]:
     """Seconds each finished stage took (its last attempt; "0" = the teacher), where recorded."""
     out = {"0": ctx.teacher["wall_s"]} if "wall_s" in ctx.teacher else {}
     for k in range(1, done + 1):
-        info = json.loads(ctx.run.complete(k).read_text() or "{}")
+        info = ckpt.complete_info(ctx.stage_dir(k))
         if "wall_s" in info:
             out[str(k)] = info["wall_s"]
     return out
