@@ -5,8 +5,9 @@
 #   launch/evidence_w050.sh RUNS_DIR STEPS_PER_STAGE [key=value ...]
 #
 # Setting: configs/fashion_mnist_resnet20_w050.yaml — ResNet-20 at width 0.5 (8/16/32),
-# trained widths 0.5/0.75/1.0, held-out widths between them, 0.25/0.375 outside. Rows: the
-# shipped recipe (full), each candidate change (nested, inplace_kd, continue_stream), the
+# trained widths 0.5/0.75/1.0, held-out widths between them, 0.25/0.375 outside. Rows: NeuMeta's
+# relative coordinates (full), each candidate change (nested, nested_size_noise, inplace_kd,
+# kd, inr128, continue_stream: configs/ablations_w050/, ROWS="…" picks a subset), the
 # recipe without incremental stages, naive all-layer NeuMeta, the universally slimmable
 # network (same image passes as the pipeline) and the individually trained networks (the
 # teacher's recipe) at 0.25/0.5/0.75. Extra overrides apply to every row: on a GPU,
@@ -27,6 +28,8 @@ mkdir -p "$RUNS/logs"
 T="teacher.checkpoint=$RUNS/full/teacher/teacher.pt"
 B="train.max_steps=$S"
 B6="train.max_steps=$(( 6 * S ))"
+# The INR rows besides `full` (configs/ablations_w050/<row>.yaml); ROWS="…" runs a subset.
+ROWS=${ROWS:-"nested nested_size_noise inplace_kd kd inr128 continue_stream no_incremental neumeta_all_layers"}
 job() {  # job NAME COMMAND...: in the background, log in RUNS/logs/NAME.log
   local name=$1; shift
   "$@" > "$RUNS/logs/$name.log" 2>&1 && echo "$name: done" || echo "$name: FAILED (see $RUNS/logs/$name.log)"
@@ -35,17 +38,18 @@ start=$(date +%s)
 job teacher $LAUNCH --config $BASE run_dir="$RUNS/full" "$@" --stage 0
 echo "teacher: $(( $(date +%s) - start )) s"
 job full $LAUNCH --config $BASE run_dir="$RUNS/full" $B "$@" &
-for row in nested inplace_kd continue_stream; do
-  job $row $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$row" $T $B "$@" &
-done
-for row in no_incremental neumeta_all_layers; do
-  job $row $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$row" $T $B6 "$@" &
+for row in $ROWS; do
+  case $row in
+    full|slimmable|individual) ;;
+    no_incremental|neumeta_all_layers)  # one stage: the same total steps
+      job $row $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$row" $T $B6 "$@" & ;;
+    *) job $row $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$row" $T $B "$@" & ;;
+  esac
 done
 job slimmable $CLI slimmable --config $A/slimmable.yaml run_dir="$RUNS/slimmable" $T $B "$@" &
 job individual $CLI individual --config $BASE --widths 0.25,0.5,0.75 run_dir="$RUNS/individual" "$@" &
 wait
 echo "rows: $(( $(date +%s) - start )) s"
-ROWS="full nested inplace_kd continue_stream no_incremental neumeta_all_layers slimmable"
-$CLI report --runs $(for r in $ROWS; do [ -f "$RUNS/$r/results.json" ] && echo "$RUNS/$r"; done) \
+$CLI report --runs $(for r in full $ROWS slimmable; do [ -f "$RUNS/$r/results.json" ] && echo "$RUNS/$r"; done) \
   --individual "$RUNS/individual/individual.json" --out "$RUNS/table.md"
 echo "total: $(( $(date +%s) - start )) s"

@@ -6,7 +6,9 @@ property of the strategy, asked where it matters rather than the name being test
   GroupNorm(1, C), kept in the student with a generated scale and shift — models/family.py);
 - `skipinit`: a learned SkipInit scale α on every generated residual branch (metamorphic.py);
 - `recalibrates`: at evaluation each width is recalibrated on a batch of training images
-  (recalib.py), so evaluation draws a calibration batch.
+  (recalib.py), so evaluation draws a calibration batch; `recalib_fixed` extends it from the
+  generated convs to the fixed ones (stem, block 0 of each stage), as a slimmable network
+  recalibrates every BN layer: their inputs drift too when the generated branches narrow.
 
 Torch-free: config.py validates `meta.norm` against this table.
 """
@@ -21,6 +23,7 @@ class Norm:
     family_norm: str = "batch"
     skipinit: bool = False
     recalibrates: bool = False
+    recalib_fixed: bool = False
 
     def calibration_batch(self, splits, samples: int):
         """Training images for the per-width recalibration, else None."""
@@ -33,7 +36,8 @@ class Norm:
 NORMS: dict[str, Norm] = {n.name: n for n in (
     Norm("skipinit", skipinit=True),  # fold + SkipInit α
     Norm("fold"),  # plain fold
-    Norm("recalib", recalibrates=True),  # fold + per-width recalibration
+    Norm("recalib", recalibrates=True),  # fold + per-width recalibration of the generated convs
+    Norm("recalib_all", recalibrates=True, recalib_fixed=True),  # ... of every conv
     Norm("groupnorm", family_norm="group"),  # GroupNorm in teacher and student
 )}
 

@@ -6,7 +6,7 @@ BN recalibration (as in slimmable networks) re-estimates statistics per width; h
 done once per width on a calibration batch and *folded* back into the generated tensors:
 each generated conv's output channel gets the affine map that gives it the mean and standard
 deviation of the same layer's channel at the same relative position (channel o of n ↔
-channel ⌊o·N/n⌋) in the *full-width generated* network. The full width is the reference,
+channel ⌊o·N/n⌋; nested coordinates: channel o) in the *full-width generated* network. The full width is the reference,
 not the teacher: once trained, the student's layers legitimately differ from the teacher's
 (measured: renormalising to the teacher's statistics cost 20 points at full width), and
 at full width this recalibration is exactly the identity. Corrections are computed in forward order, each layer seeing the already
@@ -53,17 +53,19 @@ def full_width_stats(net, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torc
 @torch.no_grad()
 def recalibrate(net, fraction: float, generated: Mapping[str, torch.Tensor], x: torch.Tensor,
                 targets: dict | None = None, eps: float = 1e-5) -> dict[str, torch.Tensor]:
-    """`generated` with each generated conv's outputs renormalised to the full-width statistics."""
+    """`generated` with each generated conv's outputs renormalised to the full-width statistics;
+    with `recalib_fixed` (meta.norm=recalib_all) every fixed conv too, its corrected tensors
+    added to the returned dict (which `net.weights` reads before the fixed ones)."""
     from .inr_init import subsample_index
 
     targets = targets if targets is not None else full_width_stats(net, x)
     full, alphas = net.weights(generated), net.alphas()
-    names = {l.name for l in net.generated if not l.is_linear}
+    generated_convs = {l.name for l in net.generated if not l.is_linear}
     out = dict(generated)
 
     def layer(spec, h):
-        y = apply_layer(spec, h, full if spec.name not in names else out)
-        if spec.name not in names:
+        y = apply_layer(spec, h, full if spec.name not in generated_convs else out)
+        if spec.is_linear or (spec.name not in generated_convs and not net.norm.recalib_fixed):
             return y
         mean, std = channel_stats(y)
         idx = subsample_index(len(mean), len(targets[spec.name][0]), y.device, net.nested)
@@ -71,8 +73,8 @@ def recalibrate(net, fraction: float, generated: Mapping[str, torch.Tensor], x: 
         a = t_std / (std + eps)
         c = t_mean - a * mean
         w, b = f"{spec.name}.weight", f"{spec.name}.bias"
-        out[w] = generated[w] * a.view(-1, *[1] * (generated[w].dim() - 1))
-        out[b] = generated[b] * a + c
+        out[w] = full[w] * a.view(-1, *[1] * (full[w].dim() - 1))
+        out[b] = full[b] * a + c
         return y * a.view(1, -1, 1, 1) + c.view(1, -1, 1, 1)
     net.family.forward(x, layer, lambda b: alphas.get(b.name, 1.0))
     return out

@@ -29,7 +29,7 @@ def random_bn_teacher(family, seed: int = 0) -> Teacher:
 
 
 def make_net(family, generated: str = "all", scale: str = "inner", norm: str = "fold",
-             seed: int = 0, **inr) -> MetamorphicNet:
+             seed: int = 0, nested: bool = False, **inr) -> MetamorphicNet:
     """A small MetamorphicNet over `family` generating the whole `generated` plan at once,
     its reference the folded random-BN teacher. `norm="fold"` keeps every residual branch
     at scale 1 (no SkipInit α), so every generated layer reaches the logits."""
@@ -37,7 +37,7 @@ def make_net(family, generated: str = "all", scale: str = "inner", norm: str = "
     planned = generated_layers(family, generated)
     inr_cfg = INRConfig(**{"hidden": 16, "layers": 1, "num_freqs": 4, **inr})
     torch.manual_seed(seed)
-    return MetamorphicNet(family, reference, planned, inr_cfg, scale=scale, norm=norm)
+    return MetamorphicNet(family, reference, planned, inr_cfg, scale=scale, norm=norm, nested=nested)
 
 
 @pytest.fixture

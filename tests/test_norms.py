@@ -77,6 +77,42 @@ def test_recalibration_at_full_width_changes_nothing(tiny_resnet20):
         torch.testing.assert_close(out[n], generated[n], atol=1e-4, rtol=1e-4)
 
 
+def test_recalib_all_also_renormalises_the_fixed_convs(tiny_resnet20):
+    """meta.norm=recalib_all: every conv of the width-0.5 network, fixed ones included, has the
+    full-width channel statistics (nested coordinates: the same channel); plain `recalib`
+    leaves the fixed convs drifted. At full width both are the identity."""
+    net = make_net(tiny_resnet20, generated="authors", norm="recalib_all", nested=True).eval()
+    x = torch.randn(64, 1, 16, 16)
+    generated = net.generate(0.5)
+    out = recalibrate(net, 0.5, generated, x)
+    fixed = [s.name for s in tiny_resnet20.layers
+             if not s.is_linear and s.name not in {l.name for l in net.generated}]
+    assert fixed and all(f"{n}.weight" in out for n in fixed)
+
+    full_width, student = {}, {}
+    ref = net.weights(net.generate(1.0))
+    tiny_resnet20.forward(x, lambda s, h: _record(full_width, s, apply_layer(s, h, ref)))
+    rec = net.weights(out)
+    tiny_resnet20.forward(x, lambda s, h: _record(student, s, apply_layer(s, h, rec)))
+    for name in fixed + [l.name for l in net.generated]:
+        mean, std = student[name]
+        torch.testing.assert_close(mean, full_width[name][0][:len(mean)], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(std, full_width[name][1][:len(mean)], atol=1e-4, rtol=1e-3)
+
+    net_gen_only = make_net(tiny_resnet20, generated="authors", norm="recalib", nested=True).eval()
+    net_gen_only.load_state_dict(net.state_dict())
+    only = recalibrate(net_gen_only, 0.5, generated, x)
+    assert not any(f"{n}.weight" in only for n in fixed)
+    drifted = {}
+    tiny_resnet20.forward(x, lambda s, h: _record(drifted, s, apply_layer(s, h, net_gen_only.weights(only))))
+    last_fixed = fixed[-1]
+    assert not torch.allclose(drifted[last_fixed][1], full_width[last_fixed][1], atol=1e-3)
+
+    same = recalibrate(net, 1.0, net.generate(1.0), x)
+    for n in same:
+        torch.testing.assert_close(same[n], ref[n], atol=1e-4, rtol=1e-4)
+
+
 def test_layer_stats_are_channel_stats_of_the_forward(tiny_resnet20):
     net = make_net(tiny_resnet20, generated="authors", norm="fold")
     x = torch.randn(8, 1, 16, 16)
