@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 LAUNCH1 := $(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: setup data demo test clean
+.PHONY: setup data demo test clean gpu-wheels gpu-data
 
 setup: $(STAMP) data
 
@@ -31,3 +31,28 @@ test: setup
 
 clean:
 	rm -rf runs
+
+# For a lent GPU machine (Python 3.12 with torch/torchvision/accelerate/tensorboard, no index to
+# install from): the wheels of what its image lacks, pinned to the versions this venv runs and
+# CI tests, and a copy of Fashion-MNIST; both travel as `carry` paths (docs/benchmarks.md,
+# "GPU check"). DeepSpeed ships as an sdist: built here into a pure-Python wheel (no ops; it
+# needs the venv's torch, hence no build isolation). pydantic-core is the one compiled wheel.
+GPU_WHEELS := .gpu-wheels
+GPU_DATA   := data/fashion-mnist
+GPU_TOP    := deepspeed webdataset submitit
+GPU_DEPS   := hjson pydantic pydantic-core annotated-types typing-inspection typing-extensions braceexpand
+GPU_TAGS   := --python-version 3.12 --implementation cp --abi cp312 --platform manylinux_2_17_x86_64 \
+              --platform manylinux2014_x86_64 --only-binary=:all:
+PINNED      = $(BIN)/python -c 'import sys, importlib.metadata as m; print("\n".join(f"{n}=={m.version(n)}" for n in sys.argv[1:]))'
+
+gpu-wheels: | $(STAMP)  # any venv with torch will do: not a reinstall when pyproject.toml is newer
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(PINNED) $(GPU_TOP) > $(GPU_WHEELS)/requirements.txt
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(GPU_WHEELS) $$(grep ^deepspeed== $(GPU_WHEELS)/requirements.txt)
+	$(BIN)/pip download -q --no-deps $(GPU_TAGS) -d $(GPU_WHEELS) \
+	  $$(grep -v ^deepspeed== $(GPU_WHEELS)/requirements.txt) $$($(PINNED) $(GPU_DEPS))
+	@ls -1 $(GPU_WHEELS); du -sh $(GPU_WHEELS)
+
+gpu-data: data
+	mkdir -p $(GPU_DATA) && cp $(dir $(FMNIST))*-ubyte.gz $(GPU_DATA)/
+	@du -sh $(GPU_DATA)

@@ -13,7 +13,10 @@ loaded from our INR's heads, so both emit the same weights):
   the precision gain (CUDA only by default).
 Each call: coordinate noise → INR → per-tensor weights → Σ‖W‖² → backward → zero grads.
 FLOP/s count only the useful GEMM work (the columns each tensor needs, no padding), forward
-and backward (no input gradient for the first layer). Writes `<out>/generation_<device>.json`.
+and backward (no input gradient for the first layer), and are given as a share of the bf16
+matmul peak measured first in the same process (`--peak-n`; harness.matmul_peak) and, on
+CUDA, of the datasheet's. Writes `<out>/generation_<device>.json`, rewritten after each
+family, so a run stopped by a time limit keeps the families it finished.
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ if __package__ in (None, ""):  # run as `python benchmarks/<x>.py`: import as `p
 
 import torch
 
-from benchmarks.harness import add_common_args, bf16_peak, free, host_syncs, machine, timed, start, write_json
+from benchmarks.harness import (add_common_args, flop_rates, free, host_syncs, machine, matmul_peak, start, timed,
+                               write_json)
 from benchmarks.reference import ReferenceGenerator, ReferenceINR, ReferenceTable
 from neumeta_dist.config import INRConfig
 from neumeta_dist.metamorphic import MetamorphicNet
@@ -64,7 +68,7 @@ def step_fn(generate, modules, autocast):
     return step
 
 
-def bench_family(name: str, args, device: torch.device) -> dict:
+def bench_family(name: str, args, device: torch.device, peak: dict | None) -> dict:
     cfg = INRConfig(hidden=args.hidden, layers=args.layers, num_freqs=args.num_freqs, activation=args.activation)
     net = build(name, cfg, device)
     sizes = net.sizes(1.0)
@@ -89,7 +93,7 @@ def bench_family(name: str, args, device: torch.device) -> dict:
         "reference_bf16": (lambda: None, lambda: ref.generate(sizes, net.coord_noise, gen), [ref.inr], bf16),
     }
     flops = useful_flops(net)
-    peak = bf16_peak(machine(device)["device_name"])
+    device_name = machine(device)["device_name"]
     out = {"rows": len(table), "tensors": len(table.entries), "table_build_s": {"ours": ours_table_s, "reference": ref_table_s},
            "useful_flops_per_call": flops, "variants": {}}
     for v in args.variants:
@@ -106,10 +110,8 @@ def bench_family(name: str, args, device: torch.device) -> dict:
         if "median_s" in r:
             with autocast():
                 r["kernel"] = net.inr.kernel(device) if v.startswith("ours") else "masked per-layer loop"
-            r["tflop_per_s"] = flops / r["median_s"] / 1e12
-            if peak and device.type == "cuda":
-                r["percent_of_bf16_peak"] = 100 * flops / r["median_s"] / peak
-        print(f"  {name} {v}: " + (f"{r['median_s'] * 1e3:.2f} ms, {r['tflop_per_s']:.2f} TFLOP/s"
+            r.update(flop_rates(flops, r["median_s"], peak, device_name, device))
+        print(f"  {name} {v}: " + (f"{r['median_s'] * 1e3:.2f} ms, {r['tflop_per_s']:.3g} TFLOP/s"
                                    if "median_s" in r else r["error"]), flush=True)
         out["variants"][v] = r
         net.set_execution("auto", False)
@@ -141,11 +143,16 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     print(f"generation benchmark on {machine(device)['device_name']}: {settings}", flush=True)
-    results = {name: bench_family(name, args, device) for name in args.families}
-    path = write_json(args.out, f"generation_{device.type}.json",
-                      {"benchmark": "generation", **machine(device), "settings": settings,
-                       "command": "PYTHONPATH=. python benchmarks/generation.py " + " ".join(argv or __import__("sys").argv[1:]),
-                       "families": results})
+    peak = matmul_peak(device, args.peak_n)
+    if peak:
+        print(f"  bf16 matmul {peak['n']}³: {peak['tflop_per_s']:.3g} TFLOP/s", flush=True)
+    results = {}
+    for name in args.families:
+        results[name] = bench_family(name, args, device, peak)
+        path = write_json(args.out, f"generation_{device.type}.json",
+                          {"benchmark": "generation", **machine(device), "settings": settings,
+                           "command": "PYTHONPATH=. python benchmarks/generation.py " + " ".join(argv or sys.argv[1:]),
+                           "measured_bf16_matmul_peak": peak, "families": results})
     for name, r in results.items():
         print(f"{name}: {r['rows']:,} rows; speed-up vs reference {r.get('speedup_vs_reference')}, "
               f"vs reference bf16 {r.get('speedup_vs_reference_bf16')}")

@@ -39,6 +39,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="ours (default: bf16 on cuda)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--peak-n", type=int, default=None,
+                   help="side of the n×n×n bf16 matmul that measures the device's peak "
+                        "(default 8192 on cuda, 256 on cpu; 0: not measured)")
 
 
 def start(p: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, torch.device]:
@@ -46,6 +49,8 @@ def start(p: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, torch.d
     args = p.parse_args(argv)
     device = open_device(args.device, args.threads)
     args.precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    if args.peak_n is None:
+        args.peak_n = 8192 if device.type == "cuda" else 256
     return args, device
 
 
@@ -64,6 +69,42 @@ def machine(device: torch.device) -> dict:
 
 def bf16_peak(device_name: str) -> float | None:
     return next((peak for key, peak in BF16_PEAKS if key in device_name), None)
+
+
+def matmul_peak(device: torch.device, n: int, repeats: int = 10, warmup: int = 3) -> dict | None:
+    """The bf16 dense matmul rate this device reaches here, on n×n×n products of random data.
+
+    The yardstick for "% of peak": measured in the same process as the figures it divides,
+    because clocks, power caps and the BLAS differ between machines of one name (an H200
+    seen here: 769–798 TFLOP/s against a 989 datasheet figure). Ten products per timed call,
+    so the per-call sync is noise.
+    """
+    if n <= 0:
+        return None
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    c = torch.empty_like(a)
+    per_call = 10
+
+    def products():
+        for _ in range(per_call):
+            torch.matmul(a, b, out=c)
+    r = timed(products, device, repeats, warmup)
+    del a, b, c
+    free(device)
+    return {"n": n, "tflop_per_s": per_call * 2 * n ** 3 / r["median_s"] / 1e12, "median_s": r["median_s"] / per_call}
+
+
+def flop_rates(flops: float, seconds: float, measured_peak: dict | None, device_name: str, device) -> dict:
+    """TFLOP/s of `flops` done in `seconds`, as a share of the measured bf16 matmul peak and
+    (on CUDA) of the datasheet's dense bf16 peak."""
+    rate = flops / seconds
+    out = {"tflop_per_s": rate / 1e12}
+    if measured_peak:
+        out["percent_of_measured_bf16_peak"] = 100 * rate / (measured_peak["tflop_per_s"] * 1e12)
+    sheet = bf16_peak(device_name)
+    if sheet and torch.device(device).type == "cuda":
+        out["percent_of_bf16_peak"] = 100 * rate / sheet
+    return out
 
 
 def sync(device: torch.device) -> None:

@@ -17,7 +17,10 @@ Losses: 100·CE + 1·KD(teacher) + reconstruction at full width + 1e-3·Σ‖W�
 - `reference`: benchmarks/reference.py — masked per-layer generation, a module per width,
   weights pushed into `param.data`, a second manual backward; fp32, NCHW, AdamW (foreach).
 This file mirrors the micro-batch loop of `train.train_stage` without Accelerate, so that
-the GPU image needs nothing beyond torch. Writes `<out>/train_step_<device>.json`.
+the GPU image needs nothing beyond torch. FLOP/s: the matmul and convolution FLOPs of one
+step (`step_flops`) over its time, as a share of the bf16 matmul peak measured first in the
+same process (`--peak-n`) and, on CUDA, of the datasheet's. Writes
+`<out>/train_step_<device>.json`, rewritten after each case.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ if __package__ in (None, ""):  # run as `python benchmarks/<x>.py`: import as `p
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import add_common_args, free, host_syncs, machine, timed, start, write_json
+from benchmarks.harness import (add_common_args, flop_rates, free, host_syncs, machine, matmul_peak, start, timed,
+                               write_json)
 from benchmarks.reference import PlainNet, ReferenceGenerator, ReferenceINR
 from neumeta_dist.config import INRConfig, LossConfig
 from neumeta_dist.ema import EMA
@@ -130,7 +134,22 @@ class ReferenceStep:
             model.zero_grad(set_to_none=True)
 
 
-def bench_case(name: str, args, device) -> dict:
+def step_flops(family, base: Teacher, cfg: INRConfig, batches, device) -> float:
+    """Matmul and convolution FLOPs of one step's micro-batches, forward and backward (the
+    teacher's forward included), counted by torch's FlopCounterMode on our eager per-segment
+    INR kernel in fp32 (the grouped GEMM has no FLOP formula there). The same useful work
+    for every variant: the reference also computes kernel columns it then drops, uncounted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = MetamorphicNet(family, base.folded(), family.layers, cfg, norm="fold").to(device).train()
+    step = OursStep(net, copy.deepcopy(base), Execution(), device)
+    net.set_execution("loop", False)
+    with FlopCounterMode(display=False) as counter:
+        step.accumulate(batches)
+    return float(counter.get_total_flops())
+
+
+def bench_case(name: str, args, device, peak: dict | None) -> dict:
     case = CASES[name]
     family = build_family(case["family"], 1.0, in_channels=case["channels"], num_classes=case["classes"])
     torch.manual_seed(0)
@@ -138,7 +157,13 @@ def bench_case(name: str, args, device) -> dict:
     cfg = INRConfig(hidden=args.hidden, layers=args.layers, num_freqs=args.num_freqs, activation=args.activation)
     batches = make_batches(case, args.batch, len(WIDTHS[:args.micro]), device)
     images = args.batch * len(batches)
-    out = {"images_per_step": images, "variants": {}}
+    try:
+        flops = step_flops(family, base, cfg, batches, device)
+    except torch.OutOfMemoryError:  # the fp32 loop kernel needs more than the timed variants
+        flops = None
+    free(device)
+    device_name = machine(device)["device_name"]
+    out = {"images_per_step": images, "flops_per_step": flops, "variants": {}}
     for v in args.variants:
         teacher = copy.deepcopy(base)  # each loop lays out its own (ours: channels-last)
         net = MetamorphicNet(family, teacher.folded(), family.layers,
@@ -152,6 +177,8 @@ def bench_case(name: str, args, device) -> dict:
             r = timed(lambda: step(batches), device, args.steps, args.warmup)
             r["host_syncs"] = host_syncs(lambda: step(batches), device)
             r["images_per_s"] = images / r["median_s"]
+            if flops:
+                r.update(flop_rates(flops, r["median_s"], peak, device_name, device))
             if v != "reference":
                 with ex.autocast(device):
                     r["inr_kernel"] = net.inr.kernel(torch.device(device))
@@ -159,7 +186,8 @@ def bench_case(name: str, args, device) -> dict:
             r = {"error": "out of memory (try a smaller --batch or --hidden)"}
         except Exception as e:  # a compile failure must not cost the other variants' figures
             r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
-        print(f"  {name} {v}: " + (f"{r['median_s'] * 1e3:.1f} ms/step, {r['images_per_s']:.1f} images/s"
+        print(f"  {name} {v}: " + (f"{r['median_s'] * 1e3:.1f} ms/step, {r['images_per_s']:.1f} images/s, "
+                                   f"{r.get('tflop_per_s', float('nan')):.3g} TFLOP/s"
                                    if "median_s" in r else r["error"]), flush=True)
         out["variants"][v] = r
         if device.type == "cuda" and "median_s" in r:
@@ -195,11 +223,16 @@ def main(argv=None) -> None:
     args.variants = args.variants or (["ours", "ours_compiled", "reference"] if gpu else ["ours", "reference"])
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     print(f"train-step benchmark on {machine(device)['device_name']}: {settings}", flush=True)
-    results = {name: bench_case(name, args, device) for name in args.cases}
-    path = write_json(args.out, f"train_step_{device.type}.json",
-                      {"benchmark": "train_step", **machine(device), "settings": settings,
-                       "command": "PYTHONPATH=. python benchmarks/train_step.py " + " ".join(argv or sys.argv[1:]),
-                       "cases": results})
+    peak = matmul_peak(device, args.peak_n)
+    if peak:
+        print(f"  bf16 matmul {peak['n']}³: {peak['tflop_per_s']:.3g} TFLOP/s", flush=True)
+    results = {}
+    for name in args.cases:
+        results[name] = bench_case(name, args, device, peak)
+        path = write_json(args.out, f"train_step_{device.type}.json",
+                          {"benchmark": "train_step", **machine(device), "settings": settings,
+                           "command": "PYTHONPATH=. python benchmarks/train_step.py " + " ".join(argv or sys.argv[1:]),
+                           "measured_bf16_matmul_peak": peak, "cases": results})
     for name, r in results.items():
         print(f"{name}: speed-up vs reference {r.get('speedup_vs_reference')}")
     print(f"wrote {path}")

@@ -1,0 +1,125 @@
+"""The summary of a GPU check (launch/gpu_check.sh): one table from its step records and the
+JSONs its steps wrote, and `gpu_check.json` beside them.
+
+    python benchmarks/gpu_check.py OUT_DIR STEPS_TSV [JUNIT_XML]
+
+STEPS_TSV holds one line per step, `name<TAB>status<TAB>seconds<TAB>limit` (status: ok,
+failed (rc N), timeout, skipped); JUNIT_XML is pytest's report of the CUDA tests. A step's
+figures come from the JSON it writes (generation_<device>.json, train_step_<device>.json,
+stage_<device>.json); a step that failed or ran out of time shows what it wrote before.
+Imports only the standard library: it must report even when torch is what broke.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+
+def read_steps(tsv: Path) -> list[dict]:
+    steps = []
+    for line in tsv.read_text().splitlines():
+        name, status, seconds, limit = line.split("\t")
+        steps.append({"name": name, "status": status, "seconds": float(seconds), "limit_s": float(limit)})
+    return steps
+
+
+def read_tests(junit: Path | None) -> dict | None:
+    """Counts and the names of failing tests from pytest's JUnit XML."""
+    if junit is None or not junit.is_file():
+        return None
+    cases = list(ET.parse(junit).getroot().iter("testcase"))
+    outcome = lambda c: next((t for t in ("failure", "error", "skipped") if c.find(t) is not None), "passed")
+    counts = {k: 0 for k in ("passed", "failure", "error", "skipped")}
+    for c in cases:
+        counts[outcome(c)] += 1
+    return {**counts, "failed": [f"{c.get('classname')}::{c.get('name')}" for c in cases
+                                 if outcome(c) in ("failure", "error")]}
+
+
+def _json(out: Path, prefix: str) -> dict | None:
+    found = sorted(out.glob(f"{prefix}_*.json"))
+    return json.loads(found[0].read_text()) if found else None
+
+
+def _pct(r: dict) -> str:
+    p = r.get("percent_of_measured_bf16_peak")
+    return f", {p:.1f} % of measured peak" if p is not None else ""
+
+
+def generation_lines(g: dict) -> list[str]:
+    lines = []
+    for name, f in g.get("families", {}).items():
+        for v, r in f["variants"].items():
+            lines.append(f"{name} {v}: " + (f"{r['median_s'] * 1e3:.2f} ms, {r['tflop_per_s']:.3g} TFLOP/s{_pct(r)}"
+                                             if "median_s" in r else r.get("error", "?")))
+        if f.get("speedup_vs_reference"):
+            lines.append(f"{name}: ×{f['speedup_vs_reference']:.2f} vs reference")
+    return lines
+
+
+def train_step_lines(t: dict) -> list[str]:
+    lines = []
+    for name, c in t.get("cases", {}).items():
+        for v, r in c["variants"].items():
+            lines.append(f"{name} {v}: " + (f"{r['images_per_s']:.1f} images/s, {r.get('tflop_per_s', float('nan')):.3g} "
+                                             f"TFLOP/s{_pct(r)}"
+                                             if "images_per_s" in r else r.get("error", "?")))
+        if c.get("speedup_vs_reference"):
+            lines.append(f"{name}: ×{c['speedup_vs_reference']:.2f} vs reference")
+    return lines
+
+
+def stage_lines(s: dict) -> list[str]:
+    lines = []
+    for k, r in s.get("stages", {}).items():
+        rate = f"{r['images_per_s']:.0f} images/s" if r.get("images_per_s") else "- images/s"
+        lines.append(f"stage {k}: {r['wall_s']:.1f} s, {rate}, peak {r['peak_memory_gib']:.2f} GiB")
+    return lines
+
+
+def test_lines(t: dict | None) -> list[str]:
+    if t is None:
+        return ["no report"]
+    return [f"{t['passed']} passed, {t['skipped']} skipped, {t['failure']} failed, {t['error']} errors",
+            *[f"FAILED {n}" for n in t["failed"]]]
+
+
+def summarise(out: Path, steps: list[dict], tests: dict | None) -> tuple[dict, str]:
+    jsons = {"generation": _json(out, "generation"), "train_step": _json(out, "train_step"),
+             "stage": _json(out, "stage")}
+    figures = {"cuda_tests": test_lines(tests),
+               "generation": generation_lines(jsons["generation"] or {}),
+               "train_step": train_step_lines(jsons["train_step"] or {}),
+               "stage": stage_lines(jsons["stage"] or {})}
+    first = next((j for j in jsons.values() if j), {})
+    peak = next((j.get("measured_bf16_matmul_peak") for j in jsons.values() if j and j.get("measured_bf16_matmul_peak")), None)
+    total = sum(s["seconds"] for s in steps)
+    header = (f"GPU check on {first.get('device_name', '?')} (torch {first.get('torch', '?')}): {total:.0f} s"
+              + (f"; bf16 matmul {peak['n']}³ measured {peak['tflop_per_s']:.3g} TFLOP/s" if peak else ""))
+    rows = ["| step | status | s (limit) | figures |", "|---|---|---|---|"]
+    for s in steps:
+        lines = figures.get(s["name"]) or [""]
+        rows.append(f"| {s['name']} | {s['status']} | {s['seconds']:.0f} ({s['limit_s']:.0f}) | {lines[0]} |")
+        rows += [f"| | | | {line} |" for line in lines[1:]]
+    summary = {"device_name": first.get("device_name"), "torch": first.get("torch"), "total_s": total,
+               "measured_bf16_matmul_peak": peak, "steps": steps, "cuda_tests": tests,
+               "files": sorted(p.name for p in out.glob("*.json") if p.name != "gpu_check.json")}
+    return summary, "\n".join([header, *rows])
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out, tsv = Path(argv[0]), Path(argv[1])
+    junit = Path(argv[2]) if len(argv) > 2 else None
+    steps = read_steps(tsv)
+    summary, table = summarise(out, steps, read_tests(junit))
+    (out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
+    print(table)
+    print(f"wrote {out / 'gpu_check.json'}")
+    return 0 if all(s["status"] in ("ok", "skipped") for s in steps) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

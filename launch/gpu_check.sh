@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The GPU check in one command, for a fresh copy of the tree on a machine with one NVIDIA GPU
+# and Python 3.12 with torch, torchvision, accelerate and tensorboard but without DeepSpeed,
+# WebDataset and Submitit (and no index to install from):
+#
+#   bash launch/gpu_check.sh [--device cuda|cpu] [--quick] [--out DIR]
+#
+# Steps, in order, each under its own time limit (`timeout`), so that one that hangs or fails
+# costs its own limit and the others still run:
+#   install     what is missing, from the wheels `make gpu-wheels` prepared (.gpu-wheels/)
+#   cuda_tests  `pytest -m cuda` (tests/test_cuda.py): bf16 vs fp32 generation, grouped GEMM vs
+#               the loop kernel, compiled vs eager, ZeRO-3 on one GPU, a two-stage run resumed
+#   generation  benchmarks/generation.py: ours vs the reference loop, FLOP/s, % of measured peak
+#   train_step  benchmarks/train_step.py: the same for a whole training step, images/s
+#   stage       benchmarks/stage.py: stage 0 + stage 1 of configs/fashion_mnist_resnet20_w050.yaml
+#               at the standard 16/32/64 width (model.width=1.0), bf16, channels-last: wall,
+#               images/s, peak memory; Fashion-MNIST from data/fashion-mnist (`make gpu-data`)
+# Every JSON goes to one folder (--out, else $OUT, else runs/gpu_check): generation_<dev>.json,
+# train_step_<dev>.json, stage_<dev>.json and gpu_check.json (steps, statuses, times, test
+# outcomes), with gpu_check.log (every step's output); run directories and per-step logs stay
+# in $WORK (default /tmp/gpu_check), so the folder holds 5 files. A summary table ends the run;
+# the exit status is 1 when a step failed or ran out of time.
+#
+# The limits (seconds; env LIMIT_<STEP>) add up to 465 s: with the checks and the summary,
+# inside the 8-minute budget on one H100/H200.
+# `--device cpu --quick` is the CI dry run (tests/test_gpu_check.py): every step runs its code
+# path at tiny sizes on the CPU; the CUDA tests are collected and skipped.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICE=cuda QUICK=0 DEST=${OUT:-runs/gpu_check}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --device) DEVICE=$2; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --out) DEST=$2; shift 2 ;;
+    *) echo "usage: launch/gpu_check.sh [--device cuda|cpu] [--quick] [--out DIR]" >&2; exit 2 ;;
+  esac
+done
+if [ -x .venv/bin/python ]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-python3}; fi  # the device: python3
+WHEELS=${GPU_WHEELS:-.gpu-wheels}
+DATA=${GPU_DATA:-data/fashion-mnist}
+WORK=${WORK:-/tmp/gpu_check}
+mkdir -p "$DEST" "$WORK"
+DEST=$(cd "$DEST" && pwd)
+rm -f "$WORK/steps.tsv" "$WORK/cuda_tests.xml" "$DEST"/{generation,train_step,stage}_*.json "$DEST"/gpu_check.{json,log}
+export PY WHEELS WORK PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NEUMETA_NO_BAR=1
+
+LIMIT_INSTALL=${LIMIT_INSTALL:-25}
+LIMIT_CUDA_TESTS=${LIMIT_CUDA_TESTS:-150}
+LIMIT_GENERATION=${LIMIT_GENERATION:-85}
+LIMIT_TRAIN_STEP=${LIMIT_TRAIN_STEP:-100}
+LIMIT_STAGE=${LIMIT_STAGE:-105}
+
+# step NAME LIMIT COMMAND...: runs it under `timeout`, its output into WORK/NAME.log and the
+# combined log, and its status and seconds into WORK/steps.tsv.
+step() {
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit} s): $*" | tee -a "$DEST/gpu_check.log"
+  local t0=$SECONDS rc
+  timeout -k 10 "$limit" "$@" > "$WORK/$name.log" 2>&1
+  rc=$?
+  tail -n 40 "$WORK/$name.log"
+  cat "$WORK/$name.log" >> "$DEST/gpu_check.log"
+  local status=ok
+  if [ $rc = 124 ] || [ $rc = 137 ]; then status=timeout; elif [ $rc != 0 ]; then status="failed (rc $rc)"; fi
+  printf '%s\t%s\t%s\t%s\n' "$name" "$status" $((SECONDS - t0)) "$limit" >> "$WORK/steps.tsv"
+}
+
+# DeepSpeed, WebDataset and Submitit (and what they need that the image lacks), from the
+# wheels folder: pip resolves against the packages already installed and takes from the
+# folder only what is missing or too old. Where all three import already (here, CI), the
+# folder's wheels are checked against the device's Python and platform, as a dry run, when
+# it is there.
+install() {
+  local missing
+  missing=$("$PY" -c 'import importlib.util as u; print(*[m for m in ("deepspeed", "webdataset", "submitit") if u.find_spec(m) is None])') || return 1
+  if [ -z "$missing" ]; then
+    echo "deepspeed, webdataset, submitit: already importable"
+    [ -f "$WHEELS/requirements.txt" ] || { echo "(no $WHEELS: nothing to check)"; return 0; }
+    # what the device would install, for its CPython 3.12 on x86-64 Linux (a dry run)
+    "$PY" -m pip install -q --dry-run --ignore-installed --no-deps --no-index --target "$WORK/site312" \
+      --python-version 3.12 --implementation cp --abi cp312 --platform manylinux_2_28_x86_64 \
+      --platform manylinux2014_x86_64 --only-binary=:all: "$WHEELS"/*.whl &&
+      echo "every wheel of $WHEELS installs on CPython 3.12 x86-64 (dry run)"
+    return
+  fi
+  if [ ! -f "$WHEELS/requirements.txt" ]; then
+    echo "missing: $missing, and no $WHEELS/requirements.txt: run 'make gpu-wheels' where pip works and carry $WHEELS"
+    return 1
+  fi
+  echo "installing $missing from $WHEELS: $(tr '\n' ' ' < "$WHEELS/requirements.txt")"
+  "$PY" -m pip install -q --no-index --find-links "$WHEELS" -r "$WHEELS/requirements.txt" || return 1
+  "$PY" -c 'import deepspeed, webdataset, submitit; print("deepspeed", deepspeed.__version__, "webdataset", webdataset.__version__)'
+}
+export -f install  # `timeout` runs commands, not functions: the step runs `bash -c install`
+
+if [ "$DEVICE" = cpu ]; then
+  export CUDA_VISIBLE_DEVICES=""  # the CPU path even where a GPU is visible: the CUDA tests skip
+elif ! "$PY" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
+  echo "error: --device cuda but $PY sees no CUDA device (the CPU dry run: --device cpu --quick)" >&2
+  exit 2
+fi
+
+if [ -f "$DATA/t10k-labels-idx1-ubyte.gz" ]; then
+  DATA_ARGS=("data.root=$DATA")
+else  # the standard location (CI has the Debian package), else data.py's error says what to do
+  echo "note: no $DATA (make gpu-data): Fashion-MNIST from its standard location"
+  DATA_ARGS=()
+fi
+STAGE_ARGS=(--config configs/fashion_mnist_resnet20_w050.yaml model.width=1.0 "${DATA_ARGS[@]}")
+if [ "$QUICK" = 1 ]; then
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+  TINY=(--threads 1 --hidden 8 --layers 1 --num-freqs 2 --warmup 0 --peak-n 64)
+  GEN_ARGS=("${TINY[@]}" --families resnet20 --repeats 1)
+  STEP_ARGS=("${TINY[@]}" --cases fmnist-resnet20 --batch 2 --micro 2 --steps 1)
+  STAGE_ARGS+=(data.train_limit=256 data.test_limit=128 data.batch_size=32 teacher.epochs=1 train.max_steps=2
+               train.widths_per_step=2 train.log_every=1 recipe.warmup_steps=0 inr.hidden=8 inr.layers=1
+               inr.num_freqs=2 "eval.widths=[1.0]")
+else
+  GEN_ARGS=(--repeats 5)
+  STEP_ARGS=()
+  STAGE_ARGS+=(train.precision=bf16 train.channels_last=true)
+fi
+
+step install "$LIMIT_INSTALL" bash -c install
+step cuda_tests "$LIMIT_CUDA_TESTS" "$PY" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider \
+  --junitxml="$WORK/cuda_tests.xml"
+step generation "$LIMIT_GENERATION" "$PY" benchmarks/generation.py --device "$DEVICE" --out "$DEST" "${GEN_ARGS[@]}"
+step train_step "$LIMIT_TRAIN_STEP" "$PY" benchmarks/train_step.py --device "$DEVICE" --out "$DEST" "${STEP_ARGS[@]}"
+step stage "$LIMIT_STAGE" "$PY" benchmarks/stage.py --device "$DEVICE" --out "$DEST" --run-dir "$WORK/stage_run" \
+  "${STAGE_ARGS[@]}"
+"$PY" benchmarks/gpu_check.py "$DEST" "$WORK/steps.tsv" "$WORK/cuda_tests.xml" | tee -a "$DEST/gpu_check.log"
