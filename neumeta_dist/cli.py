@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from . import checkpoint as ckpt
+from . import options as opt
 
 
 def cmd_eval(args) -> None:
@@ -15,7 +16,7 @@ def cmd_eval(args) -> None:
 
     overrides = list(args.overrides) + [f"run_dir={args.run}"]
     if args.widths:
-        overrides.append(f"eval.widths=[{args.widths}]")
+        overrides.append(f"eval.widths={args.widths}")
     if args.samples:
         overrides.append(f"eval.samples={args.samples}")
     result = _result(args)
@@ -35,6 +36,13 @@ def cmd_export(args) -> None:
     result = _result(args)
     ctx = open_run(Path(args.run), list(args.overrides) + [f"run_dir={args.run}"], result)
     net, _ = result_network(ctx, result)
+    full = net.family.full_sizes()
+    empty = sorted((g for g in net.groups if round(args.width * full[g]) < 1), key=lambda g: full[g])
+    if empty:  # max(1, ·) would quietly give every such group one channel: not the width asked for
+        narrowest = 0.5 / full[empty[0]]
+        groups = f"{len(empty)} channel group{'s' if len(empty) > 1 else ''}"
+        raise SystemExit(f"error: --width {args.width:g} rounds {groups} to no channel (the smallest, {empty[0]}, "
+                         f"has {full[empty[0]]} at full width): need a width > {narrowest:.4g}")
     weights = network_at(net, args.width, ctx.cfg.eval.samples, calibration_batch(ctx))
     plain = materialise(net, weights)
     save_exported(plain, Path(args.out), args.width)
@@ -73,7 +81,7 @@ def cmd_individual(args) -> None:
     from .individual import train_individual
 
     cfg = load_config(args.config, args.overrides)
-    widths = [float(w) for w in args.widths.split(",")] if args.widths else cfg.eval.widths
+    widths = args.widths or cfg.eval.widths
     for r in train_individual(cfg, widths):
         print(f"width {r['width']:.3f}: {r['params']:,} params, accuracy {r['accuracy']:.4f}")
 
@@ -91,7 +99,7 @@ def cmd_report(args) -> None:
     from .checkpoint import atomic_write_text
     from .report import write_report
 
-    commands = dict(c.split("=", 1) for c in args.command)
+    commands = dict(args.command)
     text = write_report([Path(r) for r in args.runs], Path(args.individual) if args.individual else None,
                         Path(args.out), commands)
     if args.preamble:  # the hand-written reading of the figures, kept beside the generated table
@@ -117,13 +125,20 @@ def cmd_train(args) -> None:
                 *args.overrides])
 
 
+def _recipe_command(text: str) -> tuple[str, str]:
+    recipe, sep, command = text.partition("=")
+    if not sep or not recipe.strip() or not command.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected recipe=command, e.g. full='launch/evidence.sh runs 300'")
+    return recipe.strip(), command
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="neumeta-dist", description=__doc__)
+    p = opt.Parser(prog="neumeta-dist", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="run the pipeline (same as launch/train.py)")
     t.add_argument("--config", required=True)
-    t.add_argument("--stage", type=int, default=None, help="run only this stage (0 = teacher)")
+    t.add_argument("--stage", type=opt.count(0), default=None, help="run only this stage (0 = teacher)")
     t.add_argument("overrides", nargs="*")
     t.set_defaults(fn=cmd_train)
 
@@ -134,66 +149,81 @@ def main(argv: list[str] | None = None) -> None:
 
     i = sub.add_parser("individual", help="train one network per width on its own (the baseline)")
     i.add_argument("--config", required=True)
-    i.add_argument("--widths", default="", help="comma-separated fractions; default: eval.widths")
+    i.add_argument("--widths", type=opt.widths, default=None,
+                   help="comma-separated fractions in (0, 1]; default: eval.widths")
     i.add_argument("overrides", nargs="*")
     i.set_defaults(fn=cmd_individual)
 
     sl = sub.add_parser("slimmable", help="train the universally slimmable baseline (US-Nets) and sweep widths")
     sl.add_argument("--config", required=True)
-    sl.add_argument("--steps", type=int, default=0,
+    sl.add_argument("--steps", type=opt.count(0), default=0,
                     help="optimiser steps; default: the image passes of the config's metamorphic pipeline")
     sl.add_argument("overrides", nargs="*")
     sl.set_defaults(fn=cmd_slimmable)
 
     r = sub.add_parser("report", help="one table + plot from several runs (docs/results.md)")
-    r.add_argument("--runs", nargs="+", required=True, help="run directories with results.json")
-    r.add_argument("--individual", default="", help="individual.json of `neumeta-dist individual`")
-    r.add_argument("--out", required=True, help="markdown table to write, e.g. docs/results/table.md")
-    r.add_argument("--command", action="append", default=[],
+    r.add_argument("--runs", nargs="+", type=opt.existing_dir, required=True, help="run directories with results.json")
+    r.add_argument("--individual", type=opt.existing_file, default=None,
+                   help="individual.json of `neumeta-dist individual`")
+    r.add_argument("--out", type=opt.output_file, required=True,
+                   help="markdown table to write, e.g. docs/results/table.md")
+    r.add_argument("--command", action="append", default=[], type=_recipe_command,
                    help="recipe=command that reproduces it (default: the command its results.json records)")
-    r.add_argument("--preamble", default="", help="markdown put before the table (the set-up and its reading)")
+    r.add_argument("--preamble", type=opt.existing_file, default=None,
+                   help="markdown put before the table (the set-up and its reading)")
     r.set_defaults(fn=cmd_report)
 
     e = sub.add_parser("eval", help="sweep widths of a trained run; writes results.{json,md} and the plot")
-    e.add_argument("--run", required=True, help="run directory, e.g. runs/demo")
-    e.add_argument("--widths", default="", help="comma-separated fractions, e.g. 0.25,0.5,1.0")
-    e.add_argument("--samples", type=int, default=0, help="noisy samples averaged per network")
-    e.add_argument("--ckpt", default="", help="evaluate this stage result (consolidated file) instead of the last stage")
+    e.add_argument("--run", type=opt.existing_dir, required=True, help="run directory, e.g. runs/demo")
+    e.add_argument("--widths", type=opt.widths, default=None,
+                   help="comma-separated fractions in (0, 1], e.g. 0.25,0.5,1.0")
+    e.add_argument("--samples", type=opt.count(0), default=0,
+                   help="noisy samples averaged per network (0: eval.samples)")
+    e.add_argument("--ckpt", type=opt.existing_file, default=None,
+                   help="evaluate this stage result (consolidated file) instead of the last stage")
     e.add_argument("overrides", nargs="*")
     e.set_defaults(fn=cmd_eval)
 
     x = sub.add_parser("export", help="write a plain network at one width")
-    x.add_argument("--run", required=True)
-    x.add_argument("--width", type=float, required=True, help="fraction of full width, e.g. 0.5")
-    x.add_argument("--out", required=True)
-    x.add_argument("--ckpt", default="", help="export from this stage result (consolidated file) instead of the last stage")
+    x.add_argument("--run", type=opt.existing_dir, required=True, help="run directory, e.g. runs/demo")
+    x.add_argument("--width", type=opt.width, required=True,
+                   help="fraction of the full width in (0, 1], e.g. 0.5 (1 = the teacher's size: no wider "
+                        "network is generated)")
+    x.add_argument("--out", type=opt.output_file, required=True, help="file to write, e.g. net_w050.pt")
+    x.add_argument("--ckpt", type=opt.existing_file, default=None,
+                   help="export from this stage result (consolidated file) instead of the last stage")
     x.add_argument("overrides", nargs="*")
     x.set_defaults(fn=cmd_export)
 
     c = sub.add_parser("consolidate", help="one plain file (INR + EMA) from a checkpoint, DeepSpeed shards included")
-    c.add_argument("--ckpt", required=True, help="a stage_<k>/checkpoint_<step> directory")
-    c.add_argument("--out", required=True, help="file to write; eval/export read it with --ckpt")
+    c.add_argument("--ckpt", type=opt.existing_dir, required=True, help="a stage_<k>/checkpoint_<step> directory")
+    c.add_argument("--out", type=opt.output_file, required=True,
+                   help="file to write; eval/export read it with --ckpt")
     c.set_defaults(fn=cmd_consolidate)
 
     sh = sub.add_parser("shards", help="write WebDataset shards + index.json from ImageNet/Fashion-MNIST/CIFAR")
     sh.add_argument("--source", required=True, choices=["imagefolder", "fashion-mnist", "cifar10", "cifar100"])
-    sh.add_argument("path", help="imagefolder: root with train/<class>/*.JPEG (+ val/<class>/*); "
-                                 "fashion-mnist: the IDX folder; cifar*: the python-pickle folder")
-    sh.add_argument("--out", required=True, help="output folder for <split>-NNNNNN.tar and index.json")
-    sh.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most")
-    sh.add_argument("--maxsize", type=int, default=3 << 30, help="bytes per shard at most")
-    sh.add_argument("--holdout", type=float, default=0.01,
+    sh.add_argument("path", type=opt.existing_dir,
+                    help="imagefolder: root with train/<class>/*.JPEG (+ val/<class>/*); "
+                         "fashion-mnist: the IDX folder; cifar*: the python-pickle folder")
+    sh.add_argument("--out", type=opt.output_dir, required=True,
+                    help="output folder for <split>-NNNNNN.tar and index.json")
+    sh.add_argument("--maxcount", type=opt.count(1), default=1000, help="samples per shard at most")
+    sh.add_argument("--maxsize", type=opt.count(1), default=3 << 30, help="bytes per shard at most")
+    sh.add_argument("--holdout", type=opt.holdout_fraction, default=0.01,
                     help="fraction of train held out (by key hash) as the `holdout` split for model selection")
     sh.add_argument("--seed", type=int, default=0, help="seed of the sample order inside the shards")
     sh.add_argument("--name", default="", help="dataset name recorded in the index (default: folder/source)")
-    sh.add_argument("--no-verify", action="store_true", help="skip reading every shard back after writing")
+    sh.add_argument("--no-verify", action="store_true",
+                    help="copy images without decoding them first, and skip reading every shard back after writing")
     sh.set_defaults(fn=cmd_shards)
 
     args = p.parse_args(argv)
     try:
         args.fn(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, RuntimeError, OSError) as e:  # ours are ValueError/RuntimeError; OSError: the file system's
         raise SystemExit(f"error: {e}") from None
+
 
 
 def entry() -> None:

@@ -6,10 +6,10 @@ the last one (trained.py). `launch/train.py` and `neumeta-dist train` call `main
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from . import checkpoint as ckpt
+from . import options as opt
 from . import probe
 from .distributed import data_parallel as parallel
 from .checkpointer import Checkpointer
@@ -73,9 +73,9 @@ def _context(cfg: Config, accelerator, only_stage: int | None) -> RunContext:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train a metamorphic network: the whole plan, or one stage.")
+    p = opt.Parser(description="Train a metamorphic network: the whole plan, or one stage.")
     p.add_argument("--config", required=True, help="experiment YAML, e.g. configs/demo.yaml")
-    p.add_argument("--stage", type=int, default=None,
+    p.add_argument("--stage", type=opt.count(0), default=None,
                    help="run only this stage (0 = teacher + smoothing); default: every remaining stage")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
     args = p.parse_intermixed_args(argv)  # `--stage k` may follow the overrides

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import submitit
 
-from .config import ConfigError, _build, read_yaml  # the typed loader of the experiment configs
+from .config import ConfigError, _build, check_fields, num, read_yaml  # the typed loader of the experiment configs
 from .run import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout whose launch/train.py the jobs run
@@ -36,14 +36,16 @@ class Profile:
     account: str = ""
     qos: str = ""
     constraint: str = ""
-    nodes: int = 1
-    gpus_per_node: int = 0
-    processes_per_node: int = 0  # training processes per node; 0 = gpus_per_node (1 without GPUs)
-    cpus_per_task: int = 1  # one task per node: every CPU the node's processes use
-    mem_gb: float = 0.0  # per node; 0 = the partition's default
-    time_min: int = 60  # per job; a stage longer than this is requeued and resumes
-    signal_delay_s: int = 90  # SIGUSR2 this long before the time limit: the stage checkpoints
-    max_requeues: int = 3  # time-limit requeues of one stage before it is reported failed
+    nodes: int = num(1, ">= 1")
+    gpus_per_node: int = num(0, ">= 0")
+    # training processes per node; 0 = gpus_per_node (1 without GPUs)
+    processes_per_node: int = num(0, ">= 0", "0 = gpus_per_node, 1 without GPUs")
+    cpus_per_task: int = num(1, ">= 1")  # one task per node: every CPU the node's processes use
+    mem_gb: float = num(0.0, ">= 0", "0 = the partition's default")  # per node
+    time_min: int = num(60, ">= 1")  # per job; a stage longer than this is requeued and resumes
+    # SIGUSR2 this long before the time limit: the stage checkpoints (and < time_min × 60)
+    signal_delay_s: int = num(90, ">= 0")
+    max_requeues: int = num(3, ">= 0")  # time-limit requeues of one stage before it is reported failed
     accelerate_args: list[str] = field(default_factory=list)  # e.g. [--config_file, configs/accelerate/zero3.yaml]
     sbatch: list[str] = field(default_factory=list)  # any other sbatch option: "exclusive", "mail-type=END"
 
@@ -53,18 +55,30 @@ class Profile:
 
 
 def load_profile(path: str | Path) -> Profile:
-    """The profile, validated like an experiment config: one-line errors naming file and key."""
+    """The profile, validated like an experiment config: one-line errors naming file, key
+    and value. An Accelerate `--config_file` it names must exist (relative to where you submit:
+    the jobs start there)."""
     path = Path(path)
     raw = read_yaml(path, "profile", f"profile {path} not found (pass one of slurm/*.yaml, e.g. slurm/local.yaml)")
-    prof = _build(Profile, raw, prefix="", source=str(path))
-    checks = [(prof.nodes >= 1, "nodes", "need >= 1"), (prof.time_min >= 1, "time_min", "need >= 1"),
-              (min(prof.gpus_per_node, prof.processes_per_node, prof.max_requeues) >= 0,
-               "gpus_per_node/processes_per_node/max_requeues", "need >= 0"),
-              (prof.cpus_per_task >= 1, "cpus_per_task", "need >= 1"), (prof.mem_gb >= 0, "mem_gb", "need >= 0"),
-              (0 <= prof.signal_delay_s < prof.time_min * 60, "signal_delay_s", "need 0 <= delay < time_min*60")]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile {path}: top level must be a mapping of keys, got {type(raw).__name__}")
+    prof = _build(Profile, raw, prefix="", source=f"profile {path}")
+    check_fields(prof, str(path), "profile")
+    args = prof.accelerate_args
+    config_file = args[args.index("--config_file") + 1] if "--config_file" in args[:-1] else None
+    bad_sbatch = next((o for o in prof.sbatch if not o.partition("=")[0].strip() or o.startswith("-")), None)
+    checks = [(prof.signal_delay_s < prof.time_min * 60, "signal_delay_s",
+               f"={prof.signal_delay_s}: need < time_min × 60 = {prof.time_min * 60} (the job must run before "
+               "it is signalled)"),
+              (config_file is None or Path(config_file).is_file(), "accelerate_args",
+               f": --config_file {config_file} not found (paths are relative to where you submit from)"),
+              (args[-1:] != ["--config_file"], "accelerate_args", ": --config_file needs a file after it"),
+              (bad_sbatch is None, "sbatch",
+               f": {bad_sbatch!r} is not an sbatch option (write option or option=value without dashes, "
+               "e.g. exclusive, mail-type=END)")]
     for ok, key, why in checks:
         if not ok:
-            raise ConfigError(f"profile {path}: {key}: {why}")
+            raise ConfigError(f"profile {path}: {key}{why}")
     return prof
 
 
@@ -111,7 +125,9 @@ def accelerate_command(prof: Profile, where: Rendezvous, train_args: list[str]) 
            "--main_process_ip", where.main_host, "--main_process_port", str(where.port)]
     if prof.gpus_per_node and where.nodes * prof.per_node > 1 and "--config_file" not in prof.accelerate_args:
         cmd.append("--multi_gpu")
-    return [*cmd, str(ROOT / "launch" / "train.py"), *train_args]
+    # --quiet: a stage that fails prints its own one-line error; without it Accelerate's
+    # single-process and DeepSpeed launchers add a CalledProcessError traceback after it
+    return [*cmd, "--quiet", str(ROOT / "launch" / "train.py"), *train_args]
 
 
 def digest(path: Path) -> str:

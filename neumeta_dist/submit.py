@@ -12,13 +12,18 @@ so nothing is submitted twice and nothing finished is redone. A stage whose job 
 without completing is reported with the reason: the error Submitit recorded, or cancelled
 (its dependency failed, or `scancel`); `--status` prints the table, `--wait` follows the
 chain to its end and exits non-zero naming the failed stage and its log.
+
+Without SLURM (no `sbatch`/`squeue`/`srun` on PATH, or slurmctld not answering), `--dry-run`
+still prints every job's #SBATCH lines and command (the states of jobs recorded earlier are
+then unknown, and said so); submitting, and `--status` of recorded jobs, stop with one line
+saying SLURM is not reachable and what to do.
 """
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +31,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import options as opt
 from .checkpoint import atomic_write_text
 from .config import Config, ConfigError, load_config
 from .run import RunContext, RunDir
@@ -37,6 +43,31 @@ ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEU
 
 class SubmitError(RuntimeError):
     pass
+
+
+class SlurmUnreachable(SubmitError):
+    def __init__(self, why: str):
+        self.why = why
+        super().__init__(f"SLURM is not reachable from here ({why}): run launch/submit.py on the cluster's login "
+                         "node (or start one: sudo slurm/local/start.sh), or add --dry-run to print the jobs "
+                         "without submitting")
+
+
+def require_slurm(commands: tuple[str, ...] = ("sbatch", "squeue", "srun")) -> None:
+    """The SLURM `commands` are on PATH (Submitit itself asks for srun) and slurmctld answers
+    `scontrol ping` (instant; sbatch and squeue retry a silent controller for 10-20 s first)."""
+    missing = [c for c in commands if shutil.which(c) is None]
+    if missing:
+        raise SlurmUnreachable(f"no {', '.join(missing)} on PATH")
+    if shutil.which("scontrol") is None:
+        return
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise SlurmUnreachable("`scontrol ping` did not answer in 60 s") from None
+    if "is UP" not in ping.stdout:  # "Slurmctld(primary) at <host> is UP|DOWN", a line per controller
+        first = next((line.strip() for line in (ping.stdout + ping.stderr).splitlines() if line.strip()), "no answer")
+        raise SlurmUnreachable(f"scontrol ping: {first}")
 
 
 @dataclass
@@ -90,10 +121,19 @@ class Chain:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
-    def states(self, stages: range, state: dict | None = None) -> list[StageState]:
+    def states(self, stages: range, state: dict | None = None, offline: bool = False) -> list[StageState]:
+        """Each stage's state; `offline` (a dry run): without SLURM a recorded job's state is
+        UNKNOWN instead of an error."""
         state = self.load() if state is None else state
         jobs = {k: state["stages"].get(str(k), {}) for k in stages}
-        queue = squeue([j["job_id"] for j in jobs.values() if j])
+        try:
+            queue = squeue([j["job_id"] for j in jobs.values() if j])
+        except SlurmUnreachable as e:
+            if not offline:
+                raise
+            print(f"note: SLURM is not reachable from here ({e.why}): the states of recorded jobs are unknown",
+                  file=sys.stderr)
+            queue = None
         out = []
         for k in stages:
             job = jobs[k]
@@ -101,6 +141,8 @@ class Chain:
                 out.append(StageState(k, "COMPLETE", job.get("job_id", ""), job.get("log", "")))
             elif not job:
                 out.append(StageState(k, "NOT SUBMITTED"))
+            elif queue is None:
+                out.append(StageState(k, "UNKNOWN", job["job_id"], job["log"], "SLURM not reachable"))
             else:
                 out.append(self._ended_or_queued(k, job, queue.get(job["job_id"])))
         return out
@@ -119,12 +161,14 @@ def squeue(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     """{job id: (state, reason)} for the jobs slurmctld still knows (ended ones for MinJobAge)."""
     if not job_ids:
         return {}
+    require_slurm(("squeue",))
     out = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
                          capture_output=True, text=True)
     if out.returncode != 0:
         if "Invalid job id" in out.stderr:  # all of them purged: none queued
             return {}
-        raise SubmitError(f"squeue failed ({out.stderr.strip()}): is SLURM reachable from here?")
+        first = next((line.strip() for line in out.stderr.splitlines() if line.strip()), f"status {out.returncode}")
+        raise SlurmUnreachable(f"squeue: {first}")
     rows = (line.split("|") for line in out.stdout.splitlines() if line.count("|") == 2)
     return {jid: (st, reason) for jid, st, reason in rows}
 
@@ -155,15 +199,19 @@ def submit(chain: Chain, prof: Profile, config: str, overrides: list[str], stage
            dry_run: bool) -> list[StageState]:
     """Submit every stage of `stages` that is neither complete nor queued; returns the table."""
     import submitit
+    if not dry_run:
+        require_slurm()
     with nullcontext() if dry_run else chain.locked():
         state = chain.load()
-        rows = chain.states(stages, state)
-        before = chain.states(range(stages.start - 1, stages.start), state) if stages.start > 0 else []
+        rows = chain.states(stages, state, offline=dry_run)
+        before = chain.states(range(stages.start - 1, stages.start), state, offline=dry_run) if stages.start > 0 else []
         parent = before[0] if before else None
-        if parent and parent.state != "COMPLETE" and not parent.active:
+        if parent and parent.state not in ("COMPLETE", "UNKNOWN") and not parent.active:
             raise SubmitError(f"stage {parent.stage} is neither complete nor queued: include it (--stages "
                               f"{parent.stage}:{stages.stop - 1})")
-        executor = submitit.SlurmExecutor(folder=chain.folder / "logs", max_num_timeout=prof.max_requeues)
+        # made only to submit: Submitit refuses to start where srun is missing, which a dry run must not need
+        executor = None if dry_run else submitit.SlurmExecutor(folder=chain.folder / "logs",
+                                                               max_num_timeout=prof.max_requeues)
         job_overrides = [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={chain.run_dir}"]
         for i, row in enumerate(rows):
             prev = rows[i - 1] if i else parent
@@ -172,7 +220,7 @@ def submit(chain: Chain, prof: Profile, config: str, overrides: list[str], stage
             after = prev.job_id if prev is not None and prev.state != "COMPLETE" else None
             params = sbatch_parameters(prof, f"{chain.run_dir.name}-s{row.stage}",
                                        f"afterok:{after}" if after else None)
-            if row.failed:
+            if row.failed and row.state != "UNKNOWN":
                 print(f"stage {row.stage}: previous job {row.job_id} {row.state.lower()} ({row.detail}); "
                       "submitting it again", file=sys.stderr)
             if dry_run:
@@ -180,8 +228,12 @@ def submit(chain: Chain, prof: Profile, config: str, overrides: list[str], stage
                 rows[i] = StageState(row.stage, "DRY RUN", f"<stage {row.stage} job>", detail=after or "")
                 continue
             executor.update_parameters(**params)
-            job = executor.submit(StageJob(prof, str(Path(config).resolve()), row.stage, job_overrides,
-                                           str(chain.run_dir)))
+            try:
+                job = executor.submit(StageJob(prof, str(Path(config).resolve()), row.stage, job_overrides,
+                                               str(chain.run_dir)))
+            except submitit.core.utils.FailedJobError as e:  # sbatch's own error, e.g. no controller
+                first = next((line.strip() for line in str(e).splitlines() if line.strip()), "no reason given")
+                raise SubmitError(f"sbatch refused stage {row.stage}: {first}") from None
             record = state["stages"].setdefault(str(row.stage), {})
             if "job_id" in record:  # earlier jobs of this stage, for the record
                 record["earlier_jobs"] = [*record.get("earlier_jobs", []), record["job_id"]]
@@ -260,7 +312,7 @@ def count_stages(cfg: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Submit the stage plan as a chain of SLURM jobs (afterok); "
+    p = opt.Parser(description="Submit the stage plan as a chain of SLURM jobs (afterok); "
                                             "re-running skips complete stages and queued jobs.")
     p.add_argument("--config", required=True, help="experiment YAML, e.g. configs/demo.yaml")
     p.add_argument("--profile", required=True, help="cluster profile, e.g. slurm/local.yaml")
@@ -271,6 +323,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--wait", action="store_true", help="follow the chain to its end; exit 1 if a stage failed")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, passed to every stage")
     args = p.parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .data import DataError  # torch: count_stages loads the data anyway
+    from .run import StageError
     try:
         prof = load_profile(args.profile)
         cfg = load_config(args.config, args.overrides)
@@ -290,5 +345,5 @@ def main(argv: list[str] | None = None) -> None:
         report = failure_report(rows)
         if report and (args.wait or any(r.failed for r in rows)):
             raise SystemExit(f"error: {report}")
-    except (ConfigError, SubmitError) as e:
+    except (ConfigError, SubmitError, DataError, StageError, CheckpointError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -118,7 +118,8 @@ def open_run(run: Path, overrides: list[str], result: dict | None = None) -> Run
     paths = RunDir(run)
     if not paths.config.is_file():
         raise SystemExit(f"error: {paths.config} not found: --run must be a run directory written by training")
-    ctx = RunContext.load(load_config(paths.config, overrides))
+    # files=False: a checkpoint it resumed from may be pruned since; the teacher is checked below
+    ctx = RunContext.load(load_config(paths.config, overrides, files=False))
     if result is None and ctx.completed_stages() == 0:
         raise SystemExit(f"error: {run} has no finished stage (no stage_1/COMPLETE): finish training first")
     teacher = load_teacher(ctx.cfg, ctx.family)  # a run trained with `teacher.checkpoint` has no copy of its own

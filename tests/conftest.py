@@ -67,7 +67,7 @@ def make_image_folder(root, per_class: int, classes: int = 3, seed: int = 0, val
 
     rng = np.random.default_rng(seed)
     for split, count in (("train", per_class), ("val", val)):
-        for c in range(classes):
+        for c in range(classes if count else 0):  # no empty class folders: the shard writer refuses them
             folder = root / split / f"n0{c}"
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):

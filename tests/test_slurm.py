@@ -227,7 +227,7 @@ def test_a_profile_with_an_unknown_key_or_bad_value_is_a_one_line_error(tmp_path
     with pytest.raises(ConfigError, match=r"p.yaml: unknown key gpus \(allowed in top level: partition, "):
         load_profile(bad)
     bad.write_text("nodes: 0\n")
-    with pytest.raises(ConfigError, match=r"p.yaml: nodes: need >= 1"):
+    with pytest.raises(ConfigError, match=r"p.yaml: nodes=0 is out of range \(allowed: >= 1\)"):
         load_profile(bad)
     with pytest.raises(ConfigError, match=r"profile .*nope.yaml not found"):
         load_profile(tmp_path / "nope.yaml")

@@ -31,7 +31,8 @@ def _write(tmp_path, per_class=16, maxcount=7, val=0, corrupt: str | None = None
     if corrupt:  # the writer copies bytes as they are: a broken JPEG reaches the shards
         path = src / "train" / f"{corrupt}.JPEG"
         path.write_bytes(path.read_bytes()[:120])
-    write_dataset("imagefolder", src, tmp_path / "out", maxcount=maxcount, holdout=0.0)
+    # verify=False: the writer would refuse the broken JPEG; the reader's handling is under test
+    write_dataset("imagefolder", src, tmp_path / "out", maxcount=maxcount, holdout=0.0, verify=not corrupt)
     return tmp_path / "out"
 
 

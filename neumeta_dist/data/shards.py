@@ -12,6 +12,10 @@ training set by a hash of the key, so it never overlaps `train`, does not depend
 files are listed in, and a sample stays on its side when the source grows. ImageNet's `val/`
 folder becomes `test` (reported accuracy); model selection uses `holdout`.
 
+The writer refuses what a reader could not use, naming the file: a class folder without an
+image, an image that does not decode (`verify`: each is decoded, JPEGs at 1/8 scale, before it
+is written), two files that give one key (`a.jpg` beside `a.png`), an output path that is a file.
+
 `index.json` beside the tars records each shard's name, sample count, size and SHA-256, the
 class names, channels, native image size and normalisation statistics; the pipeline
 (stream.py) plans exact epochs from these counts without opening a tar.
@@ -60,6 +64,7 @@ class Item:
     label: int
     ext: str
     load: Callable[[], bytes]
+    origin: str = ""  # where it came from, for errors: the source file, or `<source> <split>[i]`
 
 
 # ---------------------------------------------------------------- reading records
@@ -132,17 +137,25 @@ def imagefolder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], dic
     for split, folder in parts.items():
         if not folder.is_dir():
             continue
-        items = []
+        items, origin = [], {}
         for cdir in sorted(d for d in folder.iterdir() if d.is_dir()):
             if cdir.name not in label:
                 raise ShardError(f"{cdir}: class {cdir.name!r} is not among the training classes of {parts['train']}")
+            before = len(items)
             for f in sorted(cdir.iterdir()):
                 ext = IMAGE_EXTS.get(f.suffix.lower())
                 if ext is None:
                     ignored.append(str(f))
                     continue
                 key = str(f.relative_to(root).with_suffix("")).replace(".", "_")
-                items.append(Item(key, label[cdir.name], ext, f.read_bytes))
+                if key in origin:  # one key, two tar members of one kind or two images: unreadable as one sample
+                    raise ShardError(f"{origin[key]} and {f} give the same sample key {key!r} (a key is the path "
+                                     "without its suffix, dots as _): rename or remove one")
+                origin[key] = f
+                items.append(Item(key, label[cdir.name], ext, f.read_bytes, str(f)))
+            if len(items) == before:
+                raise ShardError(f"{cdir}: class folder without a .jpg/.jpeg/.png image (a class with no samples "
+                                 "cannot be trained or scored): add its images or remove the folder")
         out[split] = items
     if ignored:
         print(f"ignored {len(ignored)} files that are not .jpg/.jpeg/.png, e.g. {ignored[0]}")
@@ -160,7 +173,8 @@ def array_items(source: str, root: Path) -> tuple[dict[str, list[Item]], list[st
     (xtr, ytr), (xte, yte), classes = load_raw(DataConfig(dataset=source, root=str(root)))
     as_u8 = lambda x: (x * 255).round().to(torch.uint8).numpy()  # exact: the readers divided u8 by 255
     arrays = {"train": (as_u8(xtr), ytr.numpy()), "test": (as_u8(xte), yte.numpy())}
-    out = {split: [Item(f"{split}_{i:07d}", int(y[i]), "png", _png(x, i)) for i in range(len(x))]
+    out = {split: [Item(f"{split}_{i:07d}", int(y[i]), "png", _png(x, i), f"{source} {split}[{i}]")
+                   for i in range(len(x))]
            for split, (x, y) in arrays.items()}
     train = arrays["train"][0].astype(np.float64) / 255
     meta = {"channels": int(xtr.shape[1]), "image_size": int(xtr.shape[-1]),
@@ -184,12 +198,17 @@ def _png(x: np.ndarray, i: int) -> Callable[[], bytes]:
 
 def write_dataset(source: str, path: str | Path, out: str | Path, maxcount: int = 1000, maxsize: int = 3 << 30,
                   holdout: float = 0.01, seed: int = 0, name: str = "", verify: bool = True) -> dict:
-    """Convert a source into shards + `index.json` under `out`; returns the index."""
+    """Convert a source into shards + `index.json` under `out`; returns the index.
+
+    `verify`: decode every image before it is written and read every tar back after (off:
+    bytes are copied as they are, e.g. to test how readers handle a corrupt sample)."""
     from tqdm.auto import tqdm
 
     path, out = Path(path), Path(out)
     if not path.exists():
         raise ShardError(f"source {path} does not exist")
+    if out.exists() and not out.is_dir():
+        raise ShardError(f"output {out} is a file: name a folder (it will hold <split>-NNNNNN.tar and index.json)")
     if not 0 <= holdout < 1:
         raise ShardError(f"--holdout {holdout}: need 0 <= holdout < 1")
     if maxcount < 1 or maxsize < 1:
@@ -207,7 +226,7 @@ def write_dataset(source: str, path: str | Path, out: str | Path, maxcount: int 
         for split, items in parts.items():
             items = list(items)
             random.Random(f"{seed}/{split}").shuffle(items)  # class-sorted folders → mixed shards
-            shards, keys = _write_split(items, out, split, maxcount, maxsize, bar)
+            shards, keys = _write_split(items, out, split, maxcount, maxsize, bar, verify)
             index["splits"][split] = {"count": len(items), "shards": shards}
             written.update(keys)
     if verify:
@@ -218,11 +237,13 @@ def write_dataset(source: str, path: str | Path, out: str | Path, maxcount: int 
 
 
 def _write_split(items: Sequence[Item], out: Path, split: str, maxcount: int, maxsize: int,
-                 bar) -> tuple[list[dict], dict[str, list[tuple[str, int]]]]:
+                 bar, verify: bool = True) -> tuple[list[dict], dict[str, list[tuple[str, int]]]]:
     """Rotate to a new tar at `maxcount` samples or before `maxsize` bytes."""
     shards, keys, tar = [], {}, None
     for item in items:
         payload = item.load()
+        if verify:
+            check_image(payload, item.origin or item.key)
         if tar is None or tar.count >= maxcount or (tar.count and tar.size_with(len(payload)) > maxsize):
             if tar is not None:
                 shards.append(tar.close())
@@ -270,6 +291,21 @@ class _Tar:
         os.replace(self.tmp, self.out / self.name)
         path = self.out / self.name
         return {"name": self.name, "count": self.count, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def check_image(payload: bytes, origin: str) -> None:
+    """The image decodes (what the readers will do with it), or a ShardError naming `origin`.
+    JPEGs decode at 1/8 scale (PIL's draft mode): every coded block is still read, so garbage
+    and truncation show, at a fraction of a full decode's time."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(payload)) as img:
+            img.draft("RGB", (1, 1))
+            img.load()
+    except UnidentifiedImageError:
+        raise ShardError(f"{origin}: not a readable image (no image format PIL knows): replace or remove it") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... on a damaged file
+        raise ShardError(f"{origin}: not a readable image ({type(e).__name__}: {e}): replace or remove it") from None
 
 
 def file_sha256(path: Path) -> str:
