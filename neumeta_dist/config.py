@@ -64,6 +64,8 @@ class ModelConfig:
 @dataclass
 class TeacherConfig:
     checkpoint: str = ""  # load this teacher instead of training one
+    # its layout: ours (teacher.pt), or a state dict in torchvision's ResNet layout (models/zoo.py)
+    format: str = choice("auto", "neumeta", "torchvision")
     epochs: int = 2
     lr: float = 0.1
     momentum: float = 0.9
@@ -210,6 +212,7 @@ class Config:
         d.pop("run_dir")
         for key in ("log_every", "save_every", "keep_checkpoints", "resume"):
             d["train"].pop(key)
+        d["teacher"].pop("format")  # how the file is read, not what it holds (and older digests stay valid)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

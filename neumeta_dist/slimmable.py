@@ -159,7 +159,8 @@ def run(cfg: Config, steps: int | None = None) -> dict:
     results = evaluate(net.to(accelerator.device).eval(), cfg, accelerator, splits, widths, groups)
     teacher = load_teacher(cfg, family)
     full = next(r for r in results if r["width"] == max(w["width"] for w in results))
-    results = {"teacher": {"accuracy": teacher["accuracy"] if teacher else full["accuracy"],
+    results = {"teacher": {"accuracy": teacher["accuracy"] if teacher and teacher["accuracy"] is not None
+                                       else full["accuracy"],
                            "params": parameter_count(family, family.full_sizes())},
                "widths": results, "dataset": splits.name, "model": family.name, "recipe": "slimmable",
                "stages_completed": 1, "stages_planned": 1, "generated_layers": [],

@@ -125,4 +125,7 @@ def open_run(run: Path, overrides: list[str], result: dict | None = None) -> Run
     if teacher is None:
         raise SystemExit(f"error: {ctx.run.teacher} not found and teacher.checkpoint is unset: "
                          "run stage 0 (`launch/train.py --stage 0`) first")
+    if teacher["accuracy"] is None:  # a zoo teacher (teacher.checkpoint) that stage 0 never scored here
+        raise SystemExit(f"error: {ctx.run.teacher} not found: run stage 0 (`launch/train.py --stage 0`) to "
+                         f"score and keep the teacher {ctx.cfg.teacher.checkpoint}")
     return ctx.with_teacher(teacher, ckpt.load_torch(ctx.run.reference, "teacher reference"))
