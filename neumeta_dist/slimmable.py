@@ -41,7 +41,7 @@ from .data import Splits, sample_images, train_batches
 from .distributed.accelerator import make_accelerator
 from .logger import Logger
 from .losses import kd
-from .models.family import Layer, Teacher, parameter_count
+from .models.family import Layer, Teacher, layer_areas, mac_count, parameter_count
 from .process import seed_everything, set_threads
 from .recipe import generated_layers, metamorphic_groups
 from .results import write_results
@@ -179,11 +179,13 @@ def evaluate(net: Slimmable, cfg: Config, accelerator, splits: Splits, widths: T
     family = net.family
     full = parameter_count(family, family.full_sizes())
     sizes_at = lambda w: family.sizes(w, groups)
+    areas = layer_areas(family, splits.image_size)
     rows = []
     for w in sorted(cfg.eval.widths):
         sizes = sizes_at(w)
         stats = calibrate(net, sizes, calib)
         acc = accuracy(lambda x: net(x, sizes, stats), splits.test, cfg.data.eval_batch_size, accelerator)
         params = parameter_count(family, sizes)
-        rows.append(width_row(w, widths.describe(w, sizes_at, groups), params, full, acc))
+        rows.append(width_row(w, widths.describe(w, sizes_at, groups), params, full, acc,
+                              mac_count(family, sizes, areas)))
     return rows

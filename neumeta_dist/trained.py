@@ -74,7 +74,8 @@ def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> di
     net = net.to(accelerator.device)
     training = TrainingWidths.from_config(cfg.meta)
     rows = sweep(net, cfg.eval.widths, ctx.splits.test, cfg.data.eval_batch_size, cfg.eval.samples,
-                 lambda w: training.describe(w, net.sizes, net.groups), accelerator, calibration_batch(ctx))
+                 lambda w: training.describe(w, net.sizes, net.groups), accelerator, calibration_batch(ctx),
+                 ctx.splits.image_size)
     results = {"teacher": {"accuracy": ctx.teacher["accuracy"], "params": ctx.teacher["params"]},
                "widths": rows, "dataset": ctx.splits.name, "model": ctx.family.name, "recipe": cfg.recipe.name,
                "stages_completed": done, "stages_planned": len(ctx.stages),
