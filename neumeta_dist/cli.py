@@ -29,26 +29,36 @@ def cmd_eval(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import materialise, save_exported
+    import json
+
+    from .budget import WidthCost
+    from .data import sample_images
+    from .export import materialise, write
     from .sweep import network_at
     from .trained import calibration_batch, open_run, result_network
+    from .widths import TrainingWidths
 
+    if (args.width is None) == (not (args.max_params or args.max_macs)):
+        raise SystemExit("error: export needs --width or a budget (--max-params N and/or --max-macs N), not both")
     result = _result(args)
     ctx = open_run(Path(args.run), list(args.overrides) + [f"run_dir={args.run}"], result)
-    net, _ = result_network(ctx, result)
+    net, stage = result_network(ctx, result)
+    cost = WidthCost.of(net, ctx.splits.image_size)
+    width = args.width if args.width is not None else cost.widest(args.max_params, args.max_macs)
     full = net.family.full_sizes()
-    empty = sorted((g for g in net.groups if round(args.width * full[g]) < 1), key=lambda g: full[g])
+    empty = sorted((g for g in net.groups if round(width * full[g]) < 1), key=lambda g: full[g])
     if empty:  # max(1, ·) would quietly give every such group one channel: not the width asked for
         narrowest = 0.5 / full[empty[0]]
         groups = f"{len(empty)} channel group{'s' if len(empty) > 1 else ''}"
-        raise SystemExit(f"error: --width {args.width:g} rounds {groups} to no channel (the smallest, {empty[0]}, "
+        raise SystemExit(f"error: --width {width:g} rounds {groups} to no channel (the smallest, {empty[0]}, "
                          f"has {full[empty[0]]} at full width): need a width > {narrowest:.4g}")
-    weights = network_at(net, args.width, ctx.cfg.eval.samples, calibration_batch(ctx))
+    weights = network_at(net, width, ctx.cfg.eval.samples, calibration_batch(ctx))
     plain = materialise(net, weights)
-    save_exported(plain, Path(args.out), args.width)
-    n = sum(p.numel() for p in plain.parameters())
-    print(f"exported width {args.width:g} ({n:,} parameters) to {args.out}; "
-          f"load with neumeta_dist.export.load_exported")
+    how = write(plain, Path(args.out), args.format, width, sample_images(ctx.splits.test, 2))
+    evaluated = json.loads(ctx.run.results_json.read_text()) if ctx.run.results_json.is_file() else None
+    kind = TrainingWidths.from_config(ctx.cfg.meta).kind(width, net.sizes)
+    print(cost.describe(width, kind, evaluated, stage))
+    print(f"exported ({args.format}) to {args.out}; load with {how}")
 
 
 def _result(args) -> dict | None:
@@ -101,7 +111,7 @@ def cmd_report(args) -> None:
 
     commands = dict(args.command)
     text = write_report([Path(r) for r in args.runs], Path(args.individual) if args.individual else None,
-                        Path(args.out), commands)
+                        Path(args.out), commands, args.x)
     if args.preamble:  # the hand-written reading of the figures, kept beside the generated table
         text = Path(args.preamble).read_text().rstrip("\n") + "\n\n" + text
     atomic_write_text(Path(args.out), text)
@@ -171,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="recipe=command that reproduces it (default: the command its results.json records)")
     r.add_argument("--preamble", type=opt.existing_file, default=None,
                    help="markdown put before the table (the set-up and its reading)")
+    r.add_argument("--x", default="compression", choices=["compression", "macs"], help="the plot's x axis")
     r.set_defaults(fn=cmd_report)
 
     e = sub.add_parser("eval", help="sweep widths of a trained run; writes results.{json,md} and the plot")
@@ -184,11 +195,18 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("overrides", nargs="*")
     e.set_defaults(fn=cmd_eval)
 
-    x = sub.add_parser("export", help="write a plain network at one width")
+    x = sub.add_parser("export", help="write a plain network at one width, or the widest within a budget")
     x.add_argument("--run", type=opt.existing_dir, required=True, help="run directory, e.g. runs/demo")
-    x.add_argument("--width", type=opt.width, required=True,
+    x.add_argument("--width", type=opt.width, default=None,
                    help="fraction of the full width in (0, 1], e.g. 0.5 (1 = the teacher's size: no wider "
                         "network is generated)")
+    x.add_argument("--max-params", type=opt.budget, default=0,
+                   help="instead of --width: the widest width with at most N parameters (250000 or 2.5e5)")
+    x.add_argument("--max-macs", type=opt.budget, default=0,
+                   help="... and/or at most N multiply-accumulates per image")
+    x.add_argument("--format", default="pt", choices=["pt", "torchscript", "pt2", "onnx"],  # export.FORMATS
+                   help="pt: loaded with this package (load_exported); torchscript, pt2 (torch.export), onnx: "
+                        "standalone, loaded by torch or onnxruntime alone")
     x.add_argument("--out", type=opt.output_file, required=True, help="file to write, e.g. net_w050.pt")
     x.add_argument("--ckpt", type=opt.existing_file, default=None,
                    help="export from this stage result (consolidated file) instead of the last stage")

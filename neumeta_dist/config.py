@@ -106,6 +106,8 @@ class ModelConfig:
 @dataclass
 class TeacherConfig:
     checkpoint: str = ""  # load this teacher instead of training one
+    # its layout: ours (teacher.pt), or a state dict in torchvision's ResNet layout (models/zoo.py)
+    format: str = choice("auto", "neumeta", "torchvision")
     epochs: int = num(2, ">= 1")  # ignored (but counted by the slimmable budget) with teacher.checkpoint
     lr: float = num(0.1, "> 0")
     momentum: float = num(0.9, "[0, 1)")
@@ -253,6 +255,7 @@ class Config:
         d.pop("run_dir")
         for key in ("log_every", "save_every", "keep_checkpoints", "resume"):
             d["train"].pop(key)
+        d["teacher"].pop("format")  # how the file is read, not what it holds (and older digests stay valid)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -13,7 +13,7 @@ import time
 from . import provenance
 from .checkpoint import atomic_write_text
 from .config import Config
-from .models.family import Teacher, parameter_count
+from .models.family import Teacher, layer_areas, mac_count, parameter_count
 from .recipe import generated_layers, metamorphic_groups
 from .distributed.accelerator import make_accelerator
 from .process import seed_everything, set_threads
@@ -37,7 +37,8 @@ def train_individual(cfg: Config, widths: list[float]) -> list[dict]:
         _, acc = fit(Teacher(family, sizes), cfg, accelerator, splits, f"individual_{w:g}")
         params = parameter_count(family, sizes)
         # each width keeps the provenance of the command that trained it (a sweep may resume)
-        rows.append({"width": w, "params": params, "compression": 1.0 - params / full, "accuracy": acc,
+        macs = mac_count(family, sizes, layer_areas(family, splits.image_size))
+        rows.append({"width": w, "params": params, "macs": macs, "compression": 1.0 - params / full, "accuracy": acc,
                      **provenance.record(wall_s=round(time.perf_counter() - t0, 1))})
         rows.sort(key=lambda r: r["width"])
         if accelerator.is_main_process:

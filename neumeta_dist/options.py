@@ -54,6 +54,17 @@ def widths(text: str) -> list[float]:
     return out
 
 
+def budget(text: str) -> int:
+    """A positive budget (parameters, MACs): an integer, also written as 2.5e5."""
+    try:
+        n = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (need a count >= 1, e.g. 250000 or 2.5e5)") from None
+    if not (math.isfinite(n) and n >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (need a finite count >= 1)")
+    return int(n)
+
+
 def count(minimum: int):
     """An integer >= `minimum` (a `type=` for counts, steps and sizes)."""
     def parse(text: str) -> int:

@@ -54,24 +54,40 @@ def table(results: list[dict], individual: dict | None, commands: dict[str, str]
     return "\n".join(lines) + "\n"
 
 
-def plot(results: list[dict], individual: dict | None, path: Path) -> None:
+AXES = {  # plot x axis → (row key, label)
+    "compression": ("compression", "parameter compression (1 − params / teacher params)"),
+    "macs": ("macs", "multiply-accumulates per image (MACs)"),
+}
+
+
+def plot(results: list[dict], individual: dict | None, path: Path, x: str = "compression") -> None:
+    """Accuracy against `x` (an AXES key) for every run (+ the individually trained baseline);
+    x=macs needs MACs in every run's rows (an older results.json: re-run `neumeta-dist eval`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
+    key, label = AXES[x]
+    for r in results:
+        if any(key not in w for w in r["widths"]):
+            raise ValueError(f"the {r['recipe']} results have no {key} per width (written before it was recorded): "
+                             "re-run `neumeta-dist eval` on that run")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.axhline(results[0]["teacher"]["accuracy"], color="k", ls="--", lw=1, label="teacher")
-    if individual:
+    if individual and all(key in w for w in individual["widths"]):
         ws = individual["widths"]
-        ax.plot([w["compression"] for w in ws], [w["accuracy"] for w in ws], "k-s", ms=4, label="individually trained")
+        ax.plot([w[key] for w in ws], [w["accuracy"] for w in ws], "k-s", ms=4, label="individually trained")
     for i, r in enumerate(results):
         ws = r["widths"]
-        ax.plot([w["compression"] for w in ws], [w["accuracy"] for w in ws], "-", color=f"C{i}", label=r["recipe"])
+        ax.plot([w[key] for w in ws], [w["accuracy"] for w in ws], "-", color=f"C{i}", label=r["recipe"])
         for kind, marker in (("trained", "o"), ("held_out", "D"), ("outside", "x")):
             pts = [w for w in ws if kind_of(w) == kind]
-            ax.scatter([w["compression"] for w in pts], [w["accuracy"] for w in pts], marker=marker,
+            ax.scatter([w[key] for w in pts], [w["accuracy"] for w in pts], marker=marker,
                        s=16, color=f"C{i}", zorder=3)
-    ax.set_xlabel("parameter compression (1 − params / teacher params); ● trained, ◆ held out, × outside")
+    ax.set_xlabel(f"{label}; ● trained, ◆ held out, × outside")
+    if x == "macs":
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 450k, 1.8G
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{results[0]['dataset']} · {results[0]['model']}")
     ax.grid(alpha=0.3)
@@ -81,7 +97,8 @@ def plot(results: list[dict], individual: dict | None, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(run_dirs: list[Path], individual: Path | None, out: Path, commands: dict[str, str]) -> str:
+def write_report(run_dirs: list[Path], individual: Path | None, out: Path, commands: dict[str, str],
+                 x: str = "compression") -> str:
     results = load_rows(run_dirs)
     ind = json.loads(Path(individual).read_text()) if individual else None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -91,5 +108,6 @@ def write_report(run_dirs: list[Path], individual: Path | None, out: Path, comma
         shutil.copyfile(RunDir(d).results_json, store / f"{r['dataset']}_{r['model']}_{r['recipe']}.json")
     if ind:
         shutil.copyfile(individual, store / f"{ind['dataset']}_{ind['model']}_individual.json")
-    plot(results, ind, out.parent / f"{results[0]['dataset']}_{results[0]['model']}.png")
+    suffix = "" if x == "compression" else f"_{x}"
+    plot(results, ind, out.parent / f"{results[0]['dataset']}_{results[0]['model']}{suffix}.png", x)
     return table(results, ind, commands)

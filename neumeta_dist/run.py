@@ -103,6 +103,11 @@ class RunDir:
         return self.root / "accuracy_vs_compression.png"
 
     @property
+    def plot_macs(self) -> Path:
+        """The same curve against MACs per image (written when every row records them)."""
+        return self.root / "accuracy_vs_macs.png"
+
+    @property
     def slurm_dir(self) -> Path:
         return self.root / "slurm"
 

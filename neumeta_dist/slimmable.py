@@ -41,7 +41,7 @@ from .data import Splits, sample_images, train_batches
 from .distributed.accelerator import make_accelerator
 from .logger import Logger
 from .losses import kd
-from .models.family import Layer, Teacher, parameter_count
+from .models.family import Layer, Teacher, layer_areas, mac_count, parameter_count
 from .process import seed_everything, set_threads
 from .recipe import generated_layers, metamorphic_groups
 from .results import write_results
@@ -159,7 +159,8 @@ def run(cfg: Config, steps: int | None = None) -> dict:
     results = evaluate(net.to(accelerator.device).eval(), cfg, accelerator, splits, widths, groups)
     teacher = load_teacher(cfg, family)
     full = next(r for r in results if r["width"] == max(w["width"] for w in results))
-    results = {"teacher": {"accuracy": teacher["accuracy"] if teacher else full["accuracy"],
+    results = {"teacher": {"accuracy": teacher["accuracy"] if teacher and teacher["accuracy"] is not None
+                                       else full["accuracy"],
                            "params": parameter_count(family, family.full_sizes())},
                "widths": results, "dataset": splits.name, "model": family.name, "recipe": "slimmable",
                "stages_completed": 1, "stages_planned": 1, "generated_layers": [],
@@ -178,11 +179,13 @@ def evaluate(net: Slimmable, cfg: Config, accelerator, splits: Splits, widths: T
     family = net.family
     full = parameter_count(family, family.full_sizes())
     sizes_at = lambda w: family.sizes(w, groups)
+    areas = layer_areas(family, splits.image_size)
     rows = []
     for w in sorted(cfg.eval.widths):
         sizes = sizes_at(w)
         stats = calibrate(net, sizes, calib)
         acc = accuracy(lambda x: net(x, sizes, stats), splits.test, cfg.data.eval_batch_size, accelerator)
         params = parameter_count(family, sizes)
-        rows.append(width_row(w, widths.describe(w, sizes_at, groups), params, full, acc))
+        rows.append(width_row(w, widths.describe(w, sizes_at, groups), params, full, acc,
+                              mac_count(family, sizes, areas)))
     return rows

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from .accuracy import accuracy
+from .budget import WidthCost
 
 
 @torch.no_grad()
@@ -40,17 +41,22 @@ def network_at(net, fraction: float, samples: int, calib_x: torch.Tensor | None 
     return recalibrate(net, fraction, weights, calib_x.to(net.inr.w_in.device), targets)
 
 
-def width_row(width: float, kind: dict, params: int, full_params: int, accuracy: float) -> dict:
-    """One row of results.json's `widths` (the schema every sweep writes, baselines included)."""
-    return {"width": width, **kind, "params": params, "compression": 1.0 - params / full_params,
-            "accuracy": accuracy}
+def width_row(width: float, kind: dict, params: int, full_params: int, accuracy: float,
+              macs: int | None = None) -> dict:
+    """One row of results.json's `widths` (the schema every sweep writes, baselines included);
+    `macs` (per image) is optional: rows written before it existed lack it."""
+    return {"width": width, **kind, "params": params, **({"macs": macs} if macs is not None else {}),
+            "compression": 1.0 - params / full_params, "accuracy": accuracy}
 
 
 def sweep(net, widths: list[float], data, batch_size: int, samples: int,
-          describe: Callable[[float], dict], accelerator=None, calib_x: torch.Tensor | None = None) -> list[dict]:
-    """Accuracy, parameters and compression at each width; `describe(width)` adds what the
-    width is to training (widths.TrainingWidths.describe: seen, kind, novel_groups)."""
+          describe: Callable[[float], dict], accelerator=None, calib_x: torch.Tensor | None = None,
+          image_size: int = 0) -> list[dict]:
+    """Accuracy, parameters, compression (and, given the side of the images, MACs per image) at
+    each width; `describe(width)` adds what the width is to training
+    (widths.TrainingWidths.describe: seen, kind, novel_groups)."""
     full = net.params_at(1.0)
+    cost = WidthCost.of(net, image_size) if image_size else None
     targets = None
     if calib_x is not None:  # the full-width statistics, computed once for every width
         from .recalib import full_width_stats
@@ -61,5 +67,5 @@ def sweep(net, widths: list[float], data, batch_size: int, samples: int,
         weights = network_at(net, w, samples, calib_x, targets)
         acc = accuracy(lambda x: net(x, w, weights=weights)[0], data, batch_size, accelerator)
         params = net.params_at(w)
-        rows.append(width_row(w, describe(w), params, full, acc))
+        rows.append(width_row(w, describe(w), params, full, acc, cost.macs(w) if cost else None))
     return rows

@@ -1,6 +1,7 @@
 """The first stage: train (or load) the full-width teacher, fold its BN, smooth its channels.
 
-Artefacts in `<run>/teacher/`: `teacher.pt` (BN state dict, family, test accuracy) and
+Artefacts in `<run>/teacher/`: `teacher.pt` (BN state dict, family, test accuracy; a teacher
+imported from a model zoo by `teacher.checkpoint` is stored here once scored) and
 `reference.pt` (folded + permuted weights that the INR reconstructs and that fill every
 layer it does not generate, with the permutations and total-variation numbers).
 """
@@ -17,11 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from .distributed import data_parallel as parallel
-from .checkpoint import atomic_torch_save, load_torch
+from .checkpoint import CheckpointError, atomic_torch_save, load_torch
 from .config import Config
 from .data import Splits, sample_images, train_batches
 from .accuracy import accuracy
-from .models import build_family
+from .models import build_family, zoo
 from .models.family import Family, Teacher, apply_layer, parameter_count
 from .norms import norm_strategy
 from .run import RunDir
@@ -41,24 +42,53 @@ def load_teacher(cfg: Config, family: Family) -> dict | None:
         return load_torch(path, "teacher checkpoint")
     if not cfg.teacher.checkpoint:
         return None
-    art = load_torch(Path(cfg.teacher.checkpoint), "teacher checkpoint (teacher.checkpoint)")
-    if art.get("family") != dataclasses.asdict(family):
-        raise ValueError(f"teacher.checkpoint {cfg.teacher.checkpoint} is a {art.get('family')} network, "
-                         f"the config asks for {dataclasses.asdict(family)}: fix model.* or the path")
-    return art
+    return import_teacher(Path(cfg.teacher.checkpoint), cfg.teacher.format, family)
+
+
+def import_teacher(path: Path, fmt: str, family: Family) -> dict:
+    """`teacher.checkpoint`: our artefact as saved, or a model zoo's state dict (torchvision's
+    ResNet layout, models/zoo.py) mapped onto the family, its accuracy None until measured."""
+    obj = load_torch(path, "teacher checkpoint (teacher.checkpoint)")
+    try:
+        fmt = zoo.checkpoint_format(obj) if fmt == "auto" else fmt
+        if fmt == "torchvision":
+            return {"state_dict": zoo.from_torchvision(family, obj), "family": dataclasses.asdict(family),
+                    "accuracy": None, "params": parameter_count(family, family.full_sizes()),
+                    "source": {"path": str(path), "format": fmt}}
+    except ValueError as e:  # a checkpoint problem: one line under every entry point
+        raise CheckpointError(f"teacher.checkpoint {path} ({fmt} format): {e}") from None
+    if not isinstance(obj, dict) or obj.get("family") != dataclasses.asdict(family):
+        found = obj.get("family", "unlabelled") if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"teacher.checkpoint {path} is a {found} network, "
+                              f"the config asks for {dataclasses.asdict(family)}: fix model.* or the path")
+    return obj
 
 
 def train_teacher(cfg: Config, accelerator, splits: Splits, family: Family) -> dict:
-    """Train with SGD + cosine, or load the run's or `teacher.checkpoint`'s; returns the teacher artefact."""
+    """Train with SGD + cosine, or load the run's or `teacher.checkpoint`'s; returns the teacher artefact.
+
+    An imported zoo teacher is scored on the test split once and kept as the run's teacher.pt,
+    so that every later command reads its accuracy instead of measuring it again.
+    """
     art = load_teacher(cfg, family)
-    if art is not None:
+    if art is not None and art["accuracy"] is not None:
         return art
     path = RunDir(cfg.run_dir).teacher
     t0 = time.perf_counter()
-    net, test = fit(Teacher(family), cfg, accelerator, splits, "teacher")
-    art = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
-           "family": dataclasses.asdict(family), "accuracy": test,
-           "params": parameter_count(family, family.full_sizes()), "wall_s": round(time.perf_counter() - t0, 1)}
+    if art is None:
+        net, test = fit(Teacher(family), cfg, accelerator, splits, "teacher")
+        art = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
+               "family": dataclasses.asdict(family), "accuracy": test,
+               "params": parameter_count(family, family.full_sizes())}
+    else:
+        net = Teacher(family)
+        net.load_state_dict(art["state_dict"])
+        art["accuracy"] = accuracy(net.to(accelerator.device).eval(), splits.test, cfg.data.eval_batch_size,
+                                   accelerator)
+        if accelerator.is_main_process:
+            print(f"teacher {art['source']['path']} ({art['source']['format']} layout): "
+                  f"test accuracy {art['accuracy']:.4f}")
+    art["wall_s"] = round(time.perf_counter() - t0, 1)
     if accelerator.is_main_process:
         atomic_torch_save(art, path)
     accelerator.wait_for_everyone()

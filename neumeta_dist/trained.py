@@ -74,7 +74,8 @@ def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> di
     net = net.to(accelerator.device)
     training = TrainingWidths.from_config(cfg.meta)
     rows = sweep(net, cfg.eval.widths, ctx.splits.test, cfg.data.eval_batch_size, cfg.eval.samples,
-                 lambda w: training.describe(w, net.sizes, net.groups), accelerator, calibration_batch(ctx))
+                 lambda w: training.describe(w, net.sizes, net.groups), accelerator, calibration_batch(ctx),
+                 ctx.splits.image_size)
     results = {"teacher": {"accuracy": ctx.teacher["accuracy"], "params": ctx.teacher["params"]},
                "widths": rows, "dataset": ctx.splits.name, "model": ctx.family.name, "recipe": cfg.recipe.name,
                "stages_completed": done, "stages_planned": len(ctx.stages),
@@ -126,4 +127,7 @@ def open_run(run: Path, overrides: list[str], result: dict | None = None) -> Run
     if teacher is None:
         raise SystemExit(f"error: {ctx.run.teacher} not found and teacher.checkpoint is unset: "
                          "run stage 0 (`launch/train.py --stage 0`) first")
+    if teacher["accuracy"] is None:  # a zoo teacher (teacher.checkpoint) that stage 0 never scored here
+        raise SystemExit(f"error: {ctx.run.teacher} not found: run stage 0 (`launch/train.py --stage 0`) to "
+                         f"score and keep the teacher {ctx.cfg.teacher.checkpoint}")
     return ctx.with_teacher(teacher, ckpt.load_torch(ctx.run.reference, "teacher reference"))

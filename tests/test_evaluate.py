@@ -134,6 +134,21 @@ def test_write_results_writes_json_of_the_documented_schema_markdown_table_and_p
 
     png = (run_dir / "accuracy_vs_compression.png").read_bytes()
     assert png[:8] == PNG_MAGIC and len(png) > 1000
+    assert not (run_dir / "accuracy_vs_macs.png").exists()  # this sweep was given no image size
+
+
+def test_a_sweep_given_the_image_size_records_macs_and_plots_against_them(tmp_path, tiny_resnet20):
+    from neumeta_dist.budget import WidthCost
+    net = make_net(tiny_resnet20)
+    rows = sweep(net, [0.5, 1.0], _data(8), batch_size=8, samples=1, describe=lambda w: {"seen": True},
+                 image_size=16)
+    cost = WidthCost.of(net, 16)
+    assert [r["macs"] for r in rows] == [cost.macs(0.5), cost.macs(1.0)]
+    results = {**_results(net, _data(8)), "widths": rows}
+    write_results(tmp_path, results)
+    assert (tmp_path / "accuracy_vs_macs.png").read_bytes()[:8] == PNG_MAGIC
+    line = next(l for l in results_table(results).splitlines() if l.startswith("| 0.500"))
+    assert f"| {rows[0]['params']:,} | {cost.macs(0.5) / 1e3:.3g} k |" in line
 
 
 DOCUMENTED = ("teacher", "widths", "dataset", "model", "recipe", "stages_completed", "generated_layers")
@@ -158,5 +173,5 @@ def test_results_table_renders_a_results_json_with_only_the_documented_keys(path
     table = results_table(results)
     for row in results["widths"]:
         assert f"| {row['width']:.3f} |" in table and f"{row['accuracy']:.4f}" in table
-        assert f"{row['params']:,}" in table
+        assert f"{row['params']:,} | – |" in table  # no MACs recorded then: a dash
     assert f"{results['teacher']['params']:,} parameters" in table

@@ -47,3 +47,16 @@ def test_write_report_copies_each_json_beside_the_table_and_plots(tmp_path):
     for name in ("full", "slimmable"):
         assert json.loads((out.parent / "results" / f"fashion-mnist_resnet20_{name}.json").read_text())["recipe"] == name
     assert (out.parent / "fashion-mnist_resnet20.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_plot_takes_macs_on_its_x_axis_and_refuses_rows_without_them(tmp_path):
+    import pytest
+    from neumeta_dist.report import plot
+    r = _row("full", KINDS, [0.5, 0.8, 0.9])
+    with pytest.raises(ValueError, match="full results have no macs per width.*re-run `neumeta-dist eval`"):
+        plot([r], None, tmp_path / "x.png", x="macs")
+    for w in r["widths"]:
+        w["macs"] = int(1e6 * w["width"])
+    ind = {"widths": [{"width": 0.25, "accuracy": 0.87}]}  # an older baseline without MACs: left out
+    plot([r], ind, tmp_path / "macs.png", x="macs")
+    assert (tmp_path / "macs.png").read_bytes()[:4] == b"\x89PNG"

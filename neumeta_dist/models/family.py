@@ -8,6 +8,7 @@ holds; construction by name lives in the registry (`models/__init__.py`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
@@ -112,6 +113,32 @@ def parameter_count(family: Family, sizes: Mapping[str, int]) -> int:
         w = spec.weight_shape(sizes)
         total += int(torch.Size(w).numel()) + (len(spec.tensors) - 1) * w[0]
     return total
+
+
+def layer_areas(family: Family, image_size: int) -> dict[str, int]:
+    """Output positions (H·W) of every layer for one square `image_size` image (1 for a linear).
+
+    Strides and pooling fix them, not widths, so one shape-only walk on the meta device (no
+    memory, no arithmetic) serves every width of the family.
+    """
+    sizes, areas = family.full_sizes(), {}
+    with torch.device("meta"):
+        weights = {f"{s.name}.{kind}": torch.empty(s.weight_shape(sizes) if kind == "weight" else (sizes[s.out_group],))
+                   for s in family.layers for kind in s.tensors}
+
+        def layer(spec: Layer, x: torch.Tensor) -> torch.Tensor:
+            y = apply_layer(spec, x, weights)
+            areas[spec.name] = 1 if spec.is_linear else y.shape[-1] * y.shape[-2]
+            return y
+        family.forward(torch.empty(1, family.in_channels, image_size, image_size), layer)
+    return areas
+
+
+def mac_count(family: Family, sizes: Mapping[str, int], areas: Mapping[str, int]) -> int:
+    """Multiply-accumulates of one image through every conv and linear at `sizes` (`areas`:
+    `layer_areas`). Biases, BN (folded), activations, pooling and residual adds are not
+    counted: the convention behind torchvision's "GFLOPS" (ResNet-18: 1.81 G at 224 px)."""
+    return sum(areas[s.name] * math.prod(s.weight_shape(sizes)) for s in family.layers)
 
 
 class Teacher(nn.Module):
