@@ -17,10 +17,16 @@ from .selection import Selection
 
 
 class Checkpointer:
-    """Save and resume of one stage directory for one accelerator."""
+    """Save and resume of one stage directory for one accelerator.
 
-    def __init__(self, cfg: Config, accelerator, stage_dir: Path):
+    An INR stage checkpoints its scheduler and EMA beside the accelerator state, and steps of
+    `train.widths_per_step` micro-batches; the teacher's training (stage 0, `teacher/`) has no
+    EMA and steps of one batch (`micro_batches=1`).
+    """
+
+    def __init__(self, cfg: Config, accelerator, stage_dir: Path, micro_batches: int | None = None):
         self.cfg, self.accelerator, self.dir = cfg, accelerator, Path(stage_dir)
+        self.micro_batches = cfg.train.widths_per_step if micro_batches is None else micro_batches
         self.resume_from: Path | None = None
 
     def find_resume_point(self) -> Path | None:
@@ -45,7 +51,13 @@ class Checkpointer:
             self.resume_from = ckpt.latest_checkpoint(self.dir)
         return self.resume_from
 
-    def resume(self, sched, ema) -> int:
+    @property
+    def resume_step(self) -> int:
+        """The optimiser step the resume point was written after (0 without one): where the data
+        stream continues, known before anything is loaded."""
+        return ckpt.read_meta(self.resume_from)["step"] if self.resume_from is not None else 0
+
+    def resume(self, sched, ema=None) -> int:
         """Load the resume point into the prepared objects; returns the step to continue from
         (0 when there is none)."""
         if self.resume_from is None:
@@ -58,10 +70,11 @@ class Checkpointer:
         except Exception as e:  # a shard that passed the manifest but does not load
             raise ckpt.CheckpointError(f"{latest} does not load ({type(e).__name__}: {e}); delete it to resume "
                                        "from the one before") from None
-        ema.load_state_dict(ckpt.load_torch(latest / "ema.pt", "EMA state"))
+        if ema is not None:
+            ema.load_state_dict(ckpt.load_torch(latest / "ema.pt", "EMA state"))
         sched.load_state_dict(ckpt.load_torch(latest / "sched.pt", "scheduler state"))
         if acc.is_main_process:
-            print(f"resuming {latest.parent.name} from {latest.name} (step {meta['step']})")
+            print(f"resuming {latest.parent.name} from {latest.name} (step {meta['step']})", flush=True)
         return meta["step"]
 
     def _check_compatible(self, latest: Path, meta: dict) -> None:
@@ -80,15 +93,16 @@ class Checkpointer:
                                        f"{mode}: relaunch with the same accelerate config")
 
     def save(self, step: int, sched, ema, batches_per_epoch: int) -> None:
-        """A whole checkpoint after optimiser step `step` (+ EMA, scheduler and data position);
-        then only the newest `train.keep_checkpoints` stay."""
+        """A whole checkpoint after optimiser step `step` (+ EMA if any, scheduler and data
+        position); then only the newest `train.keep_checkpoints` stay."""
         cfg, acc = self.cfg, self.accelerator
-        micro = step * cfg.train.widths_per_step
+        micro = step * self.micro_batches
         meta = {"config_digest": cfg.digest(), "world_size": acc.num_processes,
                 "mode": parallel.mode(acc),
                 "data": {"micro_batches": micro, "epoch": micro // batches_per_epoch,
                          "batches_per_epoch": batches_per_epoch, "batch_size": cfg.data.batch_size}}
-        ckpt.save_state(acc, self.dir, step, meta, {"ema": ema.state_dict(cpu=True), "sched": sched.state_dict()})
+        extra = {"sched": sched.state_dict(), **({"ema": ema.state_dict(cpu=True)} if ema is not None else {})}
+        ckpt.save_state(acc, self.dir, step, meta, extra)
         if acc.is_main_process:
             ckpt.prune(self.dir, cfg.train.keep_checkpoints)
 
@@ -107,6 +121,7 @@ class Checkpointer:
             return
         path = ckpt.named_checkpoint(Path(how))
         run = RunDir(Path(cfg.run_dir))
-        if path.resolve().parent not in {run.stage(k).resolve() for k in range(1, n_stages + 1)}:
+        if path.resolve().parent not in {run.checkpoints(k).resolve() for k in range(0, n_stages + 1)}:
             raise ckpt.CheckpointError(f"train.resume={how}: not a checkpoint of {cfg.run_dir} (expected "
-                                       f"{cfg.run_dir}/stage_<k>/checkpoint_<step>)")
+                                       f"{cfg.run_dir}/stage_<k>/checkpoint_<step> or "
+                                       f"{cfg.run_dir}/teacher/checkpoint_<step>)")

@@ -113,6 +113,9 @@ class TeacherConfig:
     momentum: float = num(0.9, "[0, 1)")
     weight_decay: float = num(5e-4, ">= 0")
     label_smoothing: float = num(0.0, "[0, 1)")
+    # teacher steps between checkpoints of stage 0 (and one at every epoch end); its own key:
+    # a teacher step is one batch, an INR step several, and their counts differ by orders
+    save_every: int = num(0, ">= 0", "0 = at epoch ends only")
 
 
 @dataclass
@@ -256,6 +259,7 @@ class Config:
         for key in ("log_every", "save_every", "keep_checkpoints", "resume"):
             d["train"].pop(key)
         d["teacher"].pop("format")  # how the file is read, not what it holds (and older digests stay valid)
+        d["teacher"].pop("save_every")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

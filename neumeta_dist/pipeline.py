@@ -31,7 +31,7 @@ def run(cfg: Config, only_stage: int | None = None) -> dict | None:
     accelerator = make_accelerator(cfg.train.seed)
     seed_everything(cfg.train.seed)
     ctx = _context(cfg, accelerator, only_stage)
-    art = train_teacher(cfg, accelerator, ctx.splits, ctx.family)
+    art = train_teacher(cfg, accelerator, ctx.splits, ctx.family, probe.from_env(0, accelerator.process_index))
     ctx = ctx.with_teacher(art, build_reference(cfg, accelerator, ctx.family, art, ctx.splits))
     if only_stage == 0:
         return None

@@ -3,6 +3,7 @@
 Layout of `<run_dir>/` (README, docs/architecture.md):
 
     config.yaml                   the resolved config, written when training starts
+    teacher/checkpoint_<step>/    stage 0 while the teacher trains: atomic checkpoints, as a stage's
     teacher/teacher.pt            stage 0: the BN teacher (state dict, family, test accuracy)
     teacher/reference.pt          stage 0: folded (+ smoothed) weights; stage 0 ends with it
     stage_<k>/checkpoint_<step>/  atomic checkpoints (checkpoint.py), newest whole one wins
@@ -83,6 +84,11 @@ class RunDir:
 
     def stage(self, k: int) -> Path:
         return self.root / f"stage_{k}"
+
+    def checkpoints(self, k: int) -> Path:
+        """Where stage k writes its `checkpoint_<step>/` directories: `teacher/` for stage 0
+        (the teacher's training), `stage_<k>/` after."""
+        return self.teacher_dir if k == 0 else self.stage(k)
 
     def final(self, k: int) -> Path:
         return self.stage(k) / FINAL

@@ -4,12 +4,20 @@ Artefacts in `<run>/teacher/`: `teacher.pt` (BN state dict, family, test accurac
 imported from a model zoo by `teacher.checkpoint` is stored here once scored) and
 `reference.pt` (folded + permuted weights that the INR reconstructs and that fill every
 layer it does not generate, with the permutations and total-variation numbers).
+
+While it trains, the teacher checkpoints like an INR stage (checkpointer.py, in
+`teacher/checkpoint_<step>/`): every `teacher.save_every` steps, at every epoch end, and at
+the next step boundary after SIGUSR2/SIGTERM (then it exits 75, distributed/preemption.py).
+A checkpoint holds the prepared network and SGD momentum (`accelerator.save_state`, RNG
+states included), the scheduler and the data position; the data order is a function of
+(seed, epoch), so a relaunch (`train.resume`, as for any stage) skips exactly the batches
+of the epoch already consumed and ends with the uninterrupted run's weights. `teacher.pt`
+is written last, as the stage's result.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import math
 import time
 from pathlib import Path
@@ -18,13 +26,16 @@ import torch
 import torch.nn.functional as F
 
 from .distributed import data_parallel as parallel
+from .distributed import preemption
 from .checkpoint import CheckpointError, atomic_torch_save, load_torch
+from .checkpointer import Checkpointer
 from .config import Config
 from .data import Splits, sample_images, train_batches
 from .accuracy import accuracy
 from .models import build_family, zoo
 from .models.family import Family, Teacher, apply_layer, parameter_count
 from .norms import norm_strategy
+from .probe import Callback
 from .run import RunDir
 from .logger import Logger
 
@@ -64,8 +75,9 @@ def import_teacher(path: Path, fmt: str, family: Family) -> dict:
     return obj
 
 
-def train_teacher(cfg: Config, accelerator, splits: Splits, family: Family) -> dict:
-    """Train with SGD + cosine, or load the run's or `teacher.checkpoint`'s; returns the teacher artefact.
+def train_teacher(cfg: Config, accelerator, splits: Splits, family: Family, callback: Callback | None = None) -> dict:
+    """Train with SGD + cosine (or resume that training), or load the run's or
+    `teacher.checkpoint`'s; returns the teacher artefact.
 
     An imported zoo teacher is scored on the test split once and kept as the run's teacher.pt,
     so that every later command reads its accuracy instead of measuring it again.
@@ -73,10 +85,11 @@ def train_teacher(cfg: Config, accelerator, splits: Splits, family: Family) -> d
     art = load_teacher(cfg, family)
     if art is not None and art["accuracy"] is not None:
         return art
-    path = RunDir(cfg.run_dir).teacher
+    run = RunDir(cfg.run_dir)
+    path = run.teacher
     t0 = time.perf_counter()
     if art is None:
-        net, test = fit(Teacher(family), cfg, accelerator, splits, "teacher")
+        net, test = fit(Teacher(family), cfg, accelerator, splits, "teacher", run.checkpoints(0), callback)
         art = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
                "family": dataclasses.asdict(family), "accuracy": test,
                "params": parameter_count(family, family.full_sizes())}
@@ -96,35 +109,50 @@ def train_teacher(cfg: Config, accelerator, splits: Splits, family: Family) -> d
     return load_torch(path, "teacher checkpoint")
 
 
-def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str) -> tuple[Teacher, float]:
-    """SGD + cosine on the training split (teacher.* settings); returns the net and its test accuracy."""
-    tc = cfg.teacher
+def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, checkpoints: Path | None = None,
+        callback: Callback | None = None) -> tuple[Teacher, float]:
+    """SGD + cosine on the training split (teacher.* settings); returns the net and its test accuracy.
+
+    With `checkpoints` (the teacher's: `<run>/teacher/`) the training checkpoints there, stops
+    on SIGUSR2/SIGTERM and resumes from there (module docstring); without (the per-width
+    baseline, individual.py) it runs start to end.
+    """
+    tc, callback = cfg.teacher, callback or Callback()
     opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
                           nesterov=True)
     parallel.configure(accelerator, micro_batches=1, grad_clip=0.0, clip_mode="norm", batch_size=cfg.data.batch_size)
     template = copy.deepcopy(model)
     model, opt = accelerator.prepare(model, opt)
-    data = train_batches(cfg, accelerator, splits.train)
+    saver = _Checkpoints(cfg, accelerator, checkpoints) if checkpoints is not None else None
+    start = saver.find_resume_step() if saver else 0
+    data = train_batches(cfg, accelerator, splits.train, start)  # the batches of the epoch consumed are skipped
     total = max(1, tc.epochs * data.per_epoch)  # per-rank batches: the schedule is stepped by hand
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    log = Logger(accelerator, RunDir(cfg.run_dir).tb(name), total, name)
-    step = 0
-    for epoch in range(tc.epochs):
-        model.train()
-        for x, y in itertools.islice(data, data.per_epoch):
-            loss = F.cross_entropy(model(x), y, label_smoothing=tc.label_smoothing)
-            accelerator.backward(loss)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            log.count(len(x) * accelerator.num_processes)
-            if step % cfg.train.log_every == 0:
-                log.step(step, lambda: {f"{name}/loss": loss.item()}, f"{name}/loss", sched.get_last_lr()[0],
-                         data.fault_scalars(), prefix=f"{name}/")
-        val = accuracy(_plain(accelerator, model, template), splits.val, cfg.data.eval_batch_size, accelerator)
-        log.scalars(step, {f"{name}/val_accuracy": val})
-        log.print(f"{name} epoch {epoch + 1}/{tc.epochs}: val accuracy {val:.4f}")
+    if saver:
+        saver.resume(sched)
+    log = Logger(accelerator, RunDir(cfg.run_dir).tb(name), total, name, initial=start)
+    model.train()
+    for step in range(start, total):
+        x, y = next(data)
+        callback.on_batch(step, 0, x)
+        loss = F.cross_entropy(model(x), y, label_smoothing=tc.label_smoothing)
+        accelerator.backward(loss)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        done = step + 1
+        log.count(len(x) * accelerator.num_processes)
+        if done % cfg.train.log_every == 0:
+            log.step(done, lambda: {f"{name}/loss": loss.item()}, f"{name}/loss", sched.get_last_lr()[0],
+                     data.fault_scalars(), prefix=f"{name}/")
+        epoch_end = done % data.per_epoch == 0
+        if epoch_end:
+            val = accuracy(_plain(accelerator, model, template), splits.val, cfg.data.eval_batch_size, accelerator)
+            log.scalars(done, {f"{name}/val_accuracy": val})
+            log.print(f"{name} epoch {done // data.per_epoch}/{tc.epochs}: val accuracy {val:.4f}")
+        if saver:
+            saver.after_step(done, total, epoch_end, sched, data.per_epoch, log)
+        callback.on_step_end(done)
     net = _plain(accelerator, model, template)
     test = accuracy(net, splits.test, cfg.data.eval_batch_size, accelerator)
     log.print(f"{name} test accuracy {test:.4f}")
@@ -132,12 +160,49 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str) -> 
     return net, test
 
 
+class _Checkpoints:
+    """The teacher's checkpoint policy over the stage Checkpointer: when to save, and the stop
+    on a scheduler's signal (watched from the start of the training)."""
+
+    def __init__(self, cfg: Config, accelerator, stage_dir: Path):
+        self.cfg, self.accelerator = cfg, accelerator
+        self.checkpointer = Checkpointer(cfg, accelerator, stage_dir, micro_batches=1)
+        self.stop = preemption.Preemption.watch()
+
+    def find_resume_step(self) -> int:
+        self.checkpointer.find_resume_point()
+        return self.checkpointer.resume_step
+
+    def resume(self, sched) -> None:
+        self.checkpointer.resume(sched)
+
+    def after_step(self, done: int, total: int, epoch_end: bool, sched, per_epoch: int, log: Logger) -> None:
+        """Checkpoint every `teacher.save_every` steps and at epoch ends; on a signal, checkpoint
+        and exit 75 (unless the training is over: teacher.pt is then one step away)."""
+        every = self.cfg.teacher.save_every
+        if self.stop.requested(self.accelerator) and done < total:
+            self.checkpointer.save(done, sched, None, per_epoch)
+            log.close()
+            self.stop.exit(f"teacher step {done}")
+        if epoch_end or (every and done % every == 0):
+            self.checkpointer.save(done, sched, None, per_epoch)
+
+
 def _plain(accelerator, prepared, template: Teacher) -> Teacher:
     """An eval-mode copy of a prepared network with whole parameters: evaluated outside DDP
-    or DeepSpeed, so ranks may run different numbers of batches (ZeRO-3 could not)."""
+    or DeepSpeed, so ranks may run different numbers of batches (ZeRO-3 could not).
+
+    Every rank holds rank 0's network, the one teacher.pt and the checkpoints keep: BN running
+    statistics are per rank under DDP (buffers are not broadcast), so otherwise each rank would
+    score its own, and a resumed run (every rank loads rank 0's) would score differently."""
     net = copy.deepcopy(template)
     net.load_state_dict(parallel.full_state_dict(accelerator, accelerator.unwrap_model(prepared)))
-    return net.to(accelerator.device).eval()
+    net = net.to(accelerator.device).eval()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # the process group itself, as data/loaders.py reduces its fault counts
+        for t in net.state_dict().values():
+            torch.distributed.broadcast(t, src=0)
+    return net
 
 
 @torch.no_grad()

@@ -53,6 +53,6 @@ def test_named_checkpoint_must_exist(tmp_path):
 def test_config_digest_ignores_where_and_how_often_a_run_saves_and_resumes():
     base = load_config(None, [])
     same = load_config(None, ["run_dir=elsewhere", "train.resume=none", "train.save_every=7",
-                              "train.keep_checkpoints=5", "train.log_every=3"])
+                              "train.keep_checkpoints=5", "train.log_every=3", "teacher.save_every=4"])
     assert base.digest() == same.digest()
     assert base.digest() != load_config(None, ["train.lr=1e-3"]).digest()

@@ -2,6 +2,7 @@
 user launches them: `accelerate launch --config_file configs/accelerate/<mode>.yaml`.
 
 Per mode, one uninterrupted stage and one that dies by SIGKILL mid-stage and is relaunched;
+under DDP also the teacher (stage 0) killed mid-epoch and relaunched.
 `NEUMETA_TRACE_DIR` makes every rank record the images it consumed and its final whole
 parameters (neumeta_dist/probe.py). The runs are shared by the tests (module-scoped cache).
 """
@@ -38,6 +39,9 @@ KILL_AT = {"ddp": 7, "zero2": 7, "zero3": 5}  # checkpoints at 3 and 6 (ZeRO-3: 
 # wherever a gradient is that small — the KD term, ~0 while the student is the teacher:
 # measured 1.6e-4 with KD (6e-8 without), and bitwise the same with a replicated teacher.
 MODE_TOL = {"zero2": 1e-6, "zero3": 1e-3}
+# The teacher: 3 epochs of 9 steps per rank; a checkpoint every 4 steps and at epoch ends, so
+# killed after step 15 it resumes from step 12, 3 batches into its second epoch.
+TEACHER_SAVE, TEACHER_KILL_AT = "teacher.save_every=4", 15
 
 
 def launch(mode: str, run_dir: Path, *args: str, nproc: int = 2, env: dict | None = None,
@@ -100,6 +104,13 @@ class Runs:
         else:
             out["resume"] = launch(mode, run)
         return out
+
+    def teacher_resumed(self, mode: str) -> dict:
+        """Stage 0 killed after teacher step TEACHER_KILL_AT (mid-epoch), then relaunched."""
+        run = self.root / "teacher_resumed"
+        killed = launch(mode, run, "--stage", "0", TEACHER_SAVE, check=False,
+                        env={"NEUMETA_SIGKILL_AT_STEP": str(TEACHER_KILL_AT)})
+        return {"run": run, "killed": killed, "resume": launch(mode, run, "--stage", "0", TEACHER_SAVE)}
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +281,26 @@ def test_eval_and_export_read_a_consolidated_zero3_checkpoint(runs, tmp_path):
     out = cli("eval", "--run", str(run), "--ckpt", str(tmp_path / "c.pt"), "--widths", "0.5,1.0")
     assert out.returncode == 0, out.stderr
     assert [w["width"] for w in json.loads((run / "results.json").read_text())["widths"]] == [0.5, 1.0]
+
+
+def test_teacher_killed_mid_epoch_resumes_to_the_uninterrupted_teacher(runs):
+    """Stage 0 checkpoints like a stage: killed by SIGKILL mid-epoch and relaunched, the teacher
+    is bitwise the uninterrupted one (and scores the same); each rank's batches, last record
+    per step, are the uninterrupted run's: the resumed epoch repeats and skips none."""
+    resumed, whole = runs.get("teacher_resumed"), runs.get("teacher")
+    assert resumed["killed"].returncode != 0 and "SIGKILL" in resumed["killed"].stderr
+    assert "resuming teacher from checkpoint_00000012 (step 12)" in resumed["resume"].stdout
+    a, b = (torch.load(d / "teacher.pt", weights_only=False) for d in (whole, resumed["run"] / "teacher"))
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert a["accuracy"] == b["accuracy"]
+    meta = json.loads((resumed["run"] / "teacher" / "checkpoint_00000027" / "meta.json").read_text())
+    per_epoch = meta["data"]["batches_per_epoch"]
+    assert per_epoch == 9 and meta["data"]["epoch"] == 3 and meta["world_size"] == 2
+    for rank in (0, 1):
+        assert ({k: v for k, v in _trace(whole.parent, rank).items() if k[0] == 0}
+                == {k: v for k, v in _trace(resumed["run"], rank).items() if k[0] == 0})
+    for epoch in range(3):
+        seen = Counter(f for rank in (0, 1) for (s, step, _), prints in _trace(resumed["run"], rank).items()
+                       if s == 0 and step // per_epoch == epoch for f in prints)
+        assert sum(seen.values()) == 2 * per_epoch * 64 and max(seen.values()) == 1

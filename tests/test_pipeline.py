@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -194,6 +196,35 @@ def test_training_is_deterministic_on_cpu(run, tmp_path):
     a = torch.load(run / "stage_1" / "final.pt", weights_only=False)["model"]
     b = torch.load(again / "stage_1" / "final.pt", weights_only=False)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_teacher_stopped_by_sigterm_exits_75_and_resumes_to_the_uninterrupted_teacher(run, tmp_path):
+    """Stage 0 on SIGTERM (SLURM's preemption and requeue signal): the training process writes a
+    checkpoint at its next step boundary and exits 75; relaunched, it resumes from there and
+    ends with the uninterrupted run's teacher, bitwise. One process started directly, as srun
+    or torchrun start a rank, so that the status seen is its own."""
+    from conftest import deadline
+    from neumeta_dist.distributed.preemption import EXIT_STATUS
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "launch/train.py"), "--config", str(ROOT / "configs/demo.yaml"), *TINY,
+           "teacher.save_every=4", "--stage", "0", f"run_dir={run_dir}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+    with deadline(300):  # the first checkpoint (step 4 of 95): the training loop runs
+        while not (run_dir / "teacher" / "checkpoint_00000004").is_dir() and proc.poll() is None:
+            time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_STATUS == 75, err[-3000:]
+    stopped = int(re.search(r"teacher step (\d+): stopped on SIGTERM, checkpoint written", out).group(1))
+    assert 4 < stopped < 95 and (run_dir / "teacher" / f"checkpoint_{stopped:08d}").is_dir()
+    assert not (run_dir / "teacher" / "teacher.pt").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming teacher from checkpoint_{stopped:08d} (step {stopped})" in again.stdout
+    a, b = (torch.load(d / "teacher" / "teacher.pt", weights_only=False) for d in (run, run_dir))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert a["accuracy"] == b["accuracy"]
 
 
 @pytest.mark.parametrize("body, status, stderr", [
