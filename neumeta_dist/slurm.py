@@ -118,12 +118,20 @@ class Rendezvous:
                    20000 + int(env["SLURM_JOB_ID"]) % 20000)
 
 
+# the `accelerate launch` options that decide the distributed type themselves
+DISTRIBUTED_TYPE_FLAGS = {"--config_file", "--multi_gpu", "--use_deepspeed", "--use_fsdp", "--cpu", "--tpu"}
+
+
 def accelerate_command(prof: Profile, where: Rendezvous, train_args: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *prof.accelerate_args,
            "--num_machines", str(where.nodes), "--machine_rank", str(where.node_rank),
            "--num_processes", str(where.nodes * prof.per_node),
            "--main_process_ip", where.main_host, "--main_process_port", str(where.port)]
-    if prof.gpus_per_node and where.nodes * prof.per_node > 1 and "--config_file" not in prof.accelerate_args:
+    if where.nodes * prof.per_node > 1 and not DISTRIBUTED_TYPE_FLAGS & set(prof.accelerate_args):
+        # torchrun's launcher, with or without GPUs: without a distributed type Accelerate's
+        # plain launcher starts one process per node and sets no rank, so every node's
+        # process would train alone (seen with 2 CPU nodes); on CPUs the ranks use gloo
+        # (distributed/accelerator.py)
         cmd.append("--multi_gpu")
     # --quiet: a stage that fails prints its own one-line error; without it Accelerate's
     # single-process and DeepSpeed launchers add a CalledProcessError traceback after it

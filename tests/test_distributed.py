@@ -2,15 +2,18 @@
 user launches them: `accelerate launch --config_file configs/accelerate/<mode>.yaml`.
 
 Per mode, one uninterrupted stage and one that dies by SIGKILL mid-stage and is relaunched;
-under DDP also the teacher (stage 0) killed mid-epoch and relaunched.
+under DDP also the teacher (stage 0) killed mid-epoch and relaunched, and a stage run as two
+machines × one process on localhost, launched as a 2-node SLURM job launches it.
 `NEUMETA_TRACE_DIR` makes every rank record the images it consumed and its final whole
 parameters (neumeta_dist/probe.py). The runs are shared by the tests (module-scoped cache).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -55,6 +58,39 @@ def launch(mode: str, run_dir: Path, *args: str, nproc: int = 2, env: dict | Non
     if check and out.returncode != 0:
         raise AssertionError(f"{mode} launch failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_machines(run_dir: Path, *args: str, env: dict | None = None) -> list[subprocess.CompletedProcess]:
+    """`launch/train.py args` as two machines × one process on localhost: each machine runs the
+    command a 2-node SLURM job runs on its node (slurm.accelerate_command, the local CPU
+    profile with `nodes: 2`), the main process at 127.0.0.1 on a free port."""
+    from neumeta_dist.slurm import Rendezvous, accelerate_command, load_profile
+    prof = dataclasses.replace(load_profile(ROOT / "slurm/local.yaml"), nodes=2)
+    port = free_port()
+    train_args = ["--config", "configs/demo.yaml", *args, *DIST, "train.teacher_mode=replicated", f"run_dir={run_dir}"]
+    env = {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1", "NEUMETA_TRACE_DIR": str(run_dir / "trace"),
+           **(env or {})}
+    logs = run_dir / "machines" / str(len(list((run_dir / "machines").glob("*"))))  # one folder per launch
+    logs.mkdir(parents=True)
+    procs = []
+    for rank in (0, 1):
+        cmd = accelerate_command(prof, Rendezvous(2, rank, "127.0.0.1", port), train_args)
+        # files, not pipes: a machine blocked on a full pipe would stall the other in a collective
+        with open(logs / f"{rank}.out", "w") as out, open(logs / f"{rank}.err", "w") as err:
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT))
+    for proc in procs:
+        try:
+            proc.wait(timeout=600)
+        finally:
+            proc.kill()  # a no-op once it has ended
+    return [subprocess.CompletedProcess(p.args, p.returncode, (logs / f"{r}.out").read_text(),
+                                        (logs / f"{r}.err").read_text()) for r, p in enumerate(procs)]
 
 
 class Runs:
@@ -111,6 +147,16 @@ class Runs:
         killed = launch(mode, run, "--stage", "0", TEACHER_SAVE, check=False,
                         env={"NEUMETA_SIGKILL_AT_STEP": str(TEACHER_KILL_AT)})
         return {"run": run, "killed": killed, "resume": launch(mode, run, "--stage", "0", TEACHER_SAVE)}
+
+    def two_machines(self, mode: str) -> dict:
+        """Stage 1 on two machines × one process: killed after step KILL_AT, relaunched on both."""
+        run = self._fresh("two_machines")
+        killed = launch_machines(run, "--stage", "1", env={"NEUMETA_SIGKILL_AT_STEP": str(KILL_AT["ddp"])})
+        resume = launch_machines(run, "--stage", "1")
+        for r in resume:
+            if r.returncode != 0:
+                raise AssertionError(f"machine launch failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
+        return {"run": run, "killed": killed, "resume": resume}
 
 
 @pytest.fixture(scope="module")
@@ -304,3 +350,20 @@ def test_teacher_killed_mid_epoch_resumes_to_the_uninterrupted_teacher(runs):
         seen = Counter(f for rank in (0, 1) for (s, step, _), prints in _trace(resumed["run"], rank).items()
                        if s == 0 and step // per_epoch == epoch for f in prints)
         assert sum(seen.values()) == 2 * per_epoch * 64 and max(seen.values()) == 1
+
+
+def test_two_machines_resume_to_the_single_machine_weights(runs):
+    """Stage 1 as two machines × one process (the 2-node SLURM job's command, on localhost):
+    one process group of 2 ranks, killed by SIGKILL mid-stage and relaunched on both machines,
+    ends bitwise equal to the 2-process run on one machine, having consumed the same batches.
+    It resumes from step 6, after its first epoch end (9 batches per rank, 2 per step)."""
+    two, one = runs.get("two_machines"), runs.get("uninterrupted", "ddp")
+    assert all(k.returncode != 0 for k in two["killed"]) and "SIGKILL" in two["killed"][0].stderr
+    assert "resuming stage_1 from checkpoint_00000006" in two["resume"][0].stdout
+    assert json.loads((two["run"] / "stage_1" / "checkpoint_00000008" / "meta.json").read_text())["world_size"] == 2
+    a, b = _final(one), _final(two["run"])
+    assert _max_diff(a["model"], b["model"]) == 0.0
+    assert _max_diff(a["ema"]["shadow"], b["ema"]["shadow"]) == 0.0
+    for rank in (0, 1):
+        assert ({k: v for k, v in _trace(one, rank).items() if k[0] == 1}
+                == {k: v for k, v in _trace(two["run"], rank).items() if k[0] == 1})

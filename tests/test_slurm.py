@@ -219,6 +219,18 @@ def test_each_node_launches_accelerate_with_its_rank_and_the_first_host_as_main(
     assert cmd.endswith("launch/train.py --stage 1")
 
 
+def test_a_multi_node_cpu_job_launches_torchrun_so_that_its_nodes_form_one_process_group():
+    """Without --multi_gpu (or a config file) Accelerate's plain launcher sets no ranks: every
+    node's process would train alone. The real 2-machine run is in tests/test_distributed.py."""
+    import dataclasses
+    from neumeta_dist.slurm import Rendezvous, accelerate_command, load_profile
+    one = load_profile(ROOT / "slurm/local.yaml")
+    two = dataclasses.replace(one, nodes=2)
+    cmd = accelerate_command(two, Rendezvous(nodes=2, node_rank=1, main_host="cpu001", port=20001), ["--stage", "0"])
+    assert "--multi_gpu" in cmd and " ".join(cmd).count("--num_machines 2 --machine_rank 1 --num_processes 2") == 1
+    assert "--multi_gpu" not in accelerate_command(one, Rendezvous(1, 0, "cpu001", 20001), ["--stage", "0"])
+
+
 def test_a_profile_with_an_unknown_key_or_bad_value_is_a_one_line_error(tmp_path):
     from neumeta_dist.config import ConfigError
     from neumeta_dist.slurm import load_profile
