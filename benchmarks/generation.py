@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/<x>.py`: import as `p
 
 import torch
 
-from benchmarks.harness import (add_common_args, flop_rates, free, host_syncs, machine, matmul_peak, start, timed,
+from benchmarks.harness import (add_common_args, flop_rates, free, host_syncs, machine, announced_peak, start, timed,
                                write_json)
 from benchmarks.reference import ReferenceGenerator, ReferenceINR, ReferenceTable
 from neumeta_dist.config import INRConfig
@@ -143,9 +143,7 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     print(f"generation benchmark on {machine(device)['device_name']}: {settings}", flush=True)
-    peak = matmul_peak(device, args.peak_n)
-    if peak:
-        print(f"  bf16 matmul {peak['n']}³: {peak['tflop_per_s']:.3g} TFLOP/s", flush=True)
+    peak = announced_peak(device, args.peak_n)
     results = {}
     for name in args.families:
         results[name] = bench_family(name, args, device, peak)

@@ -48,27 +48,27 @@ def _pct(r: dict) -> str:
     return f", {p:.1f} % of measured peak" if p is not None else ""
 
 
-def generation_lines(g: dict) -> list[str]:
+def _variant_lines(groups: dict, measured: str, rate) -> list[str]:
+    """One line per variant (its rate when it has `measured`, else the error it hit) and each
+    group's speed-up."""
     lines = []
-    for name, f in g.get("families", {}).items():
-        for v, r in f["variants"].items():
-            lines.append(f"{name} {v}: " + (f"{r['median_s'] * 1e3:.2f} ms, {r['tflop_per_s']:.3g} TFLOP/s{_pct(r)}"
-                                             if "median_s" in r else r.get("error", "?")))
-        if f.get("speedup_vs_reference"):
-            lines.append(f"{name}: ×{f['speedup_vs_reference']:.2f} vs reference")
+    for name, group in groups.items():
+        for v, r in group["variants"].items():
+            lines.append(f"{name} {v}: " + (rate(r) if measured in r else r.get("error", "?")))
+        if group.get("speedup_vs_reference"):
+            lines.append(f"{name}: ×{group['speedup_vs_reference']:.2f} vs reference")
     return lines
+
+
+def generation_lines(g: dict) -> list[str]:
+    return _variant_lines(g.get("families", {}), "median_s",
+                          lambda r: f"{r['median_s'] * 1e3:.2f} ms, {r['tflop_per_s']:.3g} TFLOP/s{_pct(r)}")
 
 
 def train_step_lines(t: dict) -> list[str]:
-    lines = []
-    for name, c in t.get("cases", {}).items():
-        for v, r in c["variants"].items():
-            lines.append(f"{name} {v}: " + (f"{r['images_per_s']:.1f} images/s, {r.get('tflop_per_s', float('nan')):.3g} "
-                                             f"TFLOP/s{_pct(r)}"
-                                             if "images_per_s" in r else r.get("error", "?")))
-        if c.get("speedup_vs_reference"):
-            lines.append(f"{name}: ×{c['speedup_vs_reference']:.2f} vs reference")
-    return lines
+    return _variant_lines(t.get("cases", {}), "images_per_s",
+                          lambda r: f"{r['images_per_s']:.1f} images/s, "
+                                    f"{r.get('tflop_per_s', float('nan')):.3g} TFLOP/s{_pct(r)}")
 
 
 def stage_lines(s: dict) -> list[str]:

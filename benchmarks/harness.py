@@ -176,3 +176,11 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "cpu"
+
+
+def announced_peak(device: torch.device, n: int) -> dict | None:
+    """`matmul_peak`, printed once where a benchmark starts (None off CUDA or with n = 0)."""
+    peak = matmul_peak(device, n)
+    if peak:
+        print(f"  bf16 matmul {peak['n']}³: {peak['tflop_per_s']:.3g} TFLOP/s", flush=True)
+    return peak

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/<x>.py`: import as `p
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import (add_common_args, flop_rates, free, host_syncs, machine, matmul_peak, start, timed,
+from benchmarks.harness import (add_common_args, flop_rates, free, host_syncs, machine, announced_peak, start, timed,
                                write_json)
 from benchmarks.reference import PlainNet, ReferenceGenerator, ReferenceINR
 from neumeta_dist.config import INRConfig, LossConfig
@@ -223,9 +223,7 @@ def main(argv=None) -> None:
     args.variants = args.variants or (["ours", "ours_compiled", "reference"] if gpu else ["ours", "reference"])
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     print(f"train-step benchmark on {machine(device)['device_name']}: {settings}", flush=True)
-    peak = matmul_peak(device, args.peak_n)
-    if peak:
-        print(f"  bf16 matmul {peak['n']}³: {peak['tflop_per_s']:.3g} TFLOP/s", flush=True)
+    peak = announced_peak(device, args.peak_n)
     results = {}
     for name in args.cases:
         results[name] = bench_case(name, args, device, peak)
