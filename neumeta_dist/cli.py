@@ -111,7 +111,7 @@ def cmd_report(args) -> None:
 
     commands = dict(args.command)
     text = write_report([Path(r) for r in args.runs], Path(args.individual) if args.individual else None,
-                        Path(args.out), commands, args.x)
+                        Path(args.out), commands, args.x, dict(args.seeds))
     if args.preamble:  # the hand-written reading of the figures, kept beside the generated table
         text = Path(args.preamble).read_text().rstrip("\n") + "\n\n" + text
     atomic_write_text(Path(args.out), text)
@@ -140,6 +140,13 @@ def _recipe_command(text: str) -> tuple[str, str]:
     if not sep or not recipe.strip() or not command.strip():
         raise argparse.ArgumentTypeError(f"{text!r}: expected recipe=command, e.g. full='launch/evidence.sh runs 300'")
     return recipe.strip(), command
+
+
+def _seed_group(text: str) -> tuple[str, list[Path]]:
+    label, sep, dirs = text.partition("=")
+    if not sep or not label or not dirs:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=DIR,DIR,… (run directories of one method)")
+    return label, [opt.existing_dir(d) for d in dirs.split(",")]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--preamble", type=opt.existing_file, default=None,
                    help="markdown put before the table (the set-up and its reading)")
     r.add_argument("--x", default="compression", choices=["compression", "macs"], help="the plot's x axis")
+    r.add_argument("--seeds", action="append", default=[], type=_seed_group,
+                   help="LABEL=DIR,DIR,…: one method's runs over several seeds, tabled as mean ± spread")
     r.set_defaults(fn=cmd_report)
 
     e = sub.add_parser("eval", help="sweep widths of a trained run; writes results.{json,md} and the plot")

@@ -3,11 +3,14 @@ side by side, accuracy per width, with the plot — what `docs/results.md` is ma
 
 `neumeta-dist report --runs DIR [DIR ...] [--individual FILE] --out docs/results.md` also
 copies each run's results to `docs/results/<dataset>_<model>_<recipe>.json` beside it.
+`--seeds LABEL=DIR,DIR,…` adds a table of one method over several seeds (mean ± spread), the
+only way the table can resolve differences smaller than one test set's noise.
 """
 from __future__ import annotations
 
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 from .run import RunDir
@@ -51,6 +54,24 @@ def table(results: list[dict], individual: dict | None, commands: dict[str, str]
         lines.append(f"| {r['recipe']} | {r['stages_completed']} | {len(r['generated_layers'])} | "
                      f"{wall / 60:.0f} | {r.get('commit', '')[:7]} | "
                      f"`{commands.get(r['recipe']) or r.get('command', '')}` |")
+    return "\n".join(lines) + "\n"
+
+
+def seed_table(groups: dict[str, list[dict]]) -> str:
+    """Each method over its seeds: mean ± sample standard deviation per width (n runs)."""
+    widths = sorted({w["width"] for runs in groups.values() for r in runs for w in r["widths"]})
+    lines = ["| method (seeds) | " + " | ".join(f"w={w:g}" for w in widths) + " |", "|" + "---|" * (len(widths) + 1)]
+    for label, runs in groups.items():
+        cells = []
+        for w in widths:
+            accs = [x["accuracy"] for r in runs for x in r["widths"] if x["width"] == w]
+            if not accs:
+                cells.append("–")
+                continue
+            spread = f" ± {statistics.stdev(accs):.4f}" if len(accs) > 1 else ""
+            cells.append(f"{statistics.mean(accs):.4f}{spread}")
+        seeds = ", ".join(str(r.get("seed", "?")) for r in runs)
+        lines.append(f"| {label} ({seeds}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -98,16 +119,25 @@ def plot(results: list[dict], individual: dict | None, path: Path, x: str = "com
 
 
 def write_report(run_dirs: list[Path], individual: Path | None, out: Path, commands: dict[str, str],
-                 x: str = "compression") -> str:
+                 x: str = "compression", seeds: dict[str, list[Path]] | None = None) -> str:
+    """The table (+ the seed table when `seeds` groups runs by method), the plot beside `out`,
+    and every run's JSON copied into `results/` beside it."""
+    seeds = seeds or {}
     results = load_rows(run_dirs)
+    groups = {label: load_rows(dirs) for label, dirs in seeds.items()}
     ind = json.loads(Path(individual).read_text()) if individual else None
     out.parent.mkdir(parents=True, exist_ok=True)
     store = out.parent / "results"
     store.mkdir(exist_ok=True)
-    for d, r in zip(run_dirs, results):
+    every = [*zip(run_dirs, results), *((d, r) for label in seeds for d, r in zip(seeds[label], groups[label]))]
+    for d, r in every:
         shutil.copyfile(RunDir(d).results_json, store / f"{r['dataset']}_{r['model']}_{r['recipe']}.json")
     if ind:
         shutil.copyfile(individual, store / f"{ind['dataset']}_{ind['model']}_individual.json")
     suffix = "" if x == "compression" else f"_{x}"
     plot(results, ind, out.parent / f"{results[0]['dataset']}_{results[0]['model']}{suffix}.png", x)
-    return table(results, ind, commands)
+    text = table(results, ind, commands)
+    if groups:
+        text += "\nOver seeds (test accuracy, mean ± sample standard deviation; the seed changes the INR's " \
+                "initial heads, the data order and the widths drawn, not the teacher):\n\n" + seed_table(groups)
+    return text

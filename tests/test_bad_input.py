@@ -259,6 +259,8 @@ ROWS = [
     command("report_command_without_recipe",
             lambda f: ["report", "--runs", f.dir(), "--out", str(f.tmp / "t.md"), "--command", "just-a-command"],
             "--command", "just-a-command"),
+    command("report_seeds_without_directories",
+            lambda f: ["report", "--runs", f.dir(), "--out", str(f.tmp / "t.md"), "--seeds", "nsn="], "--seeds", "nsn="),
     command("report_runs_missing", lambda f: ["report", "--runs", "/nope/run", "--out", "t.md"], "--runs", "/nope/run"),
     command("train_stage_negative", lambda f: ["train", "--config", DEMO, "--stage", "-1"], "--stage", "-1"),
     command("slimmable_steps_negative", lambda f: ["slimmable", "--config", DEMO, "--steps", "-5"], "--steps", "-5"),

@@ -60,3 +60,19 @@ def test_the_plot_takes_macs_on_its_x_axis_and_refuses_rows_without_them(tmp_pat
     ind = {"widths": [{"width": 0.25, "accuracy": 0.87}]}  # an older baseline without MACs: left out
     plot([r], ind, tmp_path / "macs.png", x="macs")
     assert (tmp_path / "macs.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seed_groups_give_mean_and_spread_per_width_and_their_jsons_are_kept(tmp_path):
+    from neumeta_dist.cli import main
+    dirs = []
+    for seed, accs in ((0, [0.5, 0.8, 0.90]), (1, [0.7, 0.8, 0.92])):
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(_row(f"nsn_seed{seed}", KINDS, accs, seed=seed)))
+        dirs.append(str(d))
+    out = tmp_path / "docs" / "results.md"
+    main(["report", "--runs", dirs[0], "--out", str(out), "--seeds", f"nsn={','.join(dirs)}"])
+    text = out.read_text()
+    assert "| nsn (0, 1) | 0.6000 ± 0.1414 | 0.8000 ± 0.0000 | 0.9100 ± 0.0141 |" in text
+    assert json.loads((out.parent / "results" / "fashion-mnist_resnet20_nsn_seed1.json").read_text())["seed"] == 1
+
