@@ -7,7 +7,8 @@
 # Setting: configs/fashion_mnist_resnet20_w050.yaml — ResNet-20 at width 0.5 (8/16/32),
 # trained widths 0.5/0.75/1.0, held-out widths between them, 0.25/0.375 outside. Rows: NeuMeta's
 # relative coordinates (full), each candidate change (nested, nested_size_noise, inplace_kd,
-# inr128 by default; kd, cosine, continue_stream too with ROWS="…": configs/ablations_w050/), the
+# inr128 by default; kd, cosine, continue_stream, no_incremental_inr128 too with ROWS="…":
+# configs/ablations_w050/), the
 # recipe without incremental stages, naive all-layer NeuMeta, the universally slimmable
 # network (same image passes as the pipeline) and the individually trained networks (the
 # teacher's recipe) at 0.25/0.5/0.75. Extra overrides apply to every row: on a GPU,
@@ -41,7 +42,7 @@ job full $LAUNCH --config $BASE run_dir="$RUNS/full" $B "$@" &
 for row in $ROWS; do
   case $row in
     full|slimmable|individual) ;;
-    no_incremental|neumeta_all_layers)  # one stage: the same total steps
+    no_incremental*|neumeta_all_layers)  # one stage: the same total steps
       job $row $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$row" $T $B6 "$@" & ;;
     *) job $row $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$row" $T $B "$@" & ;;
   esac
