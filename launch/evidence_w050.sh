@@ -8,8 +8,7 @@
 # trained widths 0.5/0.75/1.0, held-out widths between them, 0.25/0.375 outside. Rows: NeuMeta's
 # relative coordinates (full), each candidate change (nested, nested_size_noise, inplace_kd,
 # inr128 by default; kd, cosine, continue_stream, no_incremental_inr128 too with ROWS="…":
-# configs/ablations_w050/), the
-# recipe without incremental stages, naive all-layer NeuMeta, the universally slimmable
+# configs/ablations_w050/), the recipe without incremental stages, naive all-layer NeuMeta, the universally slimmable
 # network (same image passes as the pipeline) and the individually trained networks (the
 # teacher's recipe) at 0.25/0.5/0.75. Extra overrides apply to every row: on a GPU,
 # `model.width=1.0` runs the full 16/32/64 network and STEPS_PER_STAGE=1500 ≈ the authors'
