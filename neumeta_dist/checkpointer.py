@@ -106,7 +106,7 @@ class Checkpointer:
             return 0
         latest, acc, meta = self.resume_from, self.accelerator, self.meta
         universal_load = self.resizes and parallel.zero_stage(acc) > 0
-        built = universal.hyperparameters(sched.optimizer)
+        built = universal.hyperparameters(sched.optimizer) if universal_load else []
         try:
             acc.load_state(str(universal.folder(latest) if universal_load else latest))
         except Exception as e:  # a shard that passed the manifest but does not load
@@ -117,10 +117,10 @@ class Checkpointer:
         sched.load_state_dict(ckpt.load_torch(latest / "sched.pt", "scheduler state"))
         if universal_load:
             universal.restore_groups(sched.optimizer, built, sched.get_last_lr())
-        resized = f", world size {meta['world_size']} → {acc.num_processes}" if self.resizes else ""
         if self.resizes:
             self._reseed(meta["step"])
         if acc.is_main_process:
+            resized = f", world size {meta['world_size']} → {acc.num_processes}" if self.resizes else ""
             print(f"resuming {latest.parent.name} from {latest.name} (step {meta['step']}{resized})", flush=True)
         return meta["step"]
 
