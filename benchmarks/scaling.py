@@ -59,7 +59,7 @@ def worker(args) -> None:
                              f"inr.layers={args.layers}", f"data.batch_size={args.batch_size}",
                              f"train.widths_per_step={args.widths_per_step}", "train.clip_mode=norm",
                              "meta.generated=all", *GENERATION[args.generation]])
-    accelerator = make_accelerator(0)
+    accelerator = make_accelerator()
     seed_everything(0)
     family = build_family(cfg.model.family, cfg.model.width, in_channels=3, num_classes=10)
     model = build_net(cfg, family, Teacher(family).eval().folded())

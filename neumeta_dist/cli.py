@@ -21,7 +21,7 @@ def cmd_eval(args) -> None:
         overrides.append(f"eval.samples={args.samples}")
     result = _result(args)
     ctx = open_run(Path(args.run), overrides, result)
-    acc = make_accelerator(ctx.cfg.train.seed)
+    acc = make_accelerator()
     results = evaluate_run(ctx, acc, result)
     if acc.is_main_process:
         print(results_table(results))

@@ -75,7 +75,7 @@ class DataConfig:
     download: bool = False  # torchvision download, where the network allows
     batch_size: int = num(128, ">= 1")
     eval_batch_size: int = num(512, ">= 1")
-    num_workers: int = num(0, ">= 0")  # DataLoader worker processes (shards: persistent, each reads its own shards)
+    num_workers: int = num(0, ">= 0")  # shard-reading worker processes, persistent (in-memory data is indexed in place)
     val_fraction: float = num(0.1, "[0, 1)")  # in memory: held out of the training split (shards: cut when written)
     train_limit: int = num(0, ">= 0", "0 = every sample")  # in memory: 0 = every training sample; > 0 for quick runs
     test_limit: int = num(0, ">= 0", "0 = every sample")

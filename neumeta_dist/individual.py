@@ -23,7 +23,7 @@ from .teacher import fit
 
 def train_individual(cfg: Config, widths: list[float]) -> list[dict]:
     set_threads()
-    accelerator = make_accelerator(cfg.train.seed)
+    accelerator = make_accelerator()
     ctx = RunContext.load(cfg)
     splits, family = ctx.splits, ctx.family
     groups = metamorphic_groups(family, generated_layers(family, cfg.meta.generated), cfg.meta.scale)

@@ -28,7 +28,7 @@ from .trained import evaluate_run
 def run(cfg: Config, only_stage: int | None = None) -> dict | None:
     """The whole plan (skipping COMPLETE stages), or only `only_stage` (0 = the teacher)."""
     set_threads()
-    accelerator = make_accelerator(cfg.train.seed)
+    accelerator = make_accelerator()
     seed_everything(cfg.train.seed)
     ctx = _context(cfg, accelerator, only_stage)
     art = train_teacher(cfg, accelerator, ctx.splits, ctx.family, probe.from_env(0, accelerator.process_index))

@@ -138,7 +138,7 @@ def train(net: Slimmable, cfg: Config, accelerator, splits: Splits, widths: Trai
 def run(cfg: Config, steps: int | None = None) -> dict:
     """Train (unless `<run_dir>/slimmable.pt` exists) and sweep `eval.widths`; returns results."""
     set_threads()
-    accelerator = make_accelerator(cfg.train.seed)
+    accelerator = make_accelerator()
     seed_everything(cfg.train.seed)
     ctx = RunContext.load(cfg)
     splits, family, path = ctx.splits, ctx.family, ctx.run.slimmable

@@ -151,7 +151,7 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, che
             log.scalars(done, {f"{name}/val_accuracy": val})
             log.print(f"{name} epoch {done // data.per_epoch}/{tc.epochs}: val accuracy {val:.4f}")
         if saver:
-            saver.after_step(done, total, epoch_end, sched, data.per_epoch, log)
+            saver.after_step(done, total, epoch_end, sched, data, log)
         callback.on_step_end(done)
     net = _plain(accelerator, model, template)
     test = accuracy(net, splits.test, cfg.data.eval_batch_size, accelerator)
@@ -166,7 +166,7 @@ class _Checkpoints:
 
     def __init__(self, cfg: Config, accelerator, stage_dir: Path):
         self.cfg, self.accelerator = cfg, accelerator
-        self.checkpointer = Checkpointer(cfg, accelerator, stage_dir, micro_batches=1)
+        self.checkpointer = Checkpointer(cfg, accelerator, stage_dir, micro_batches=1, elastic=False)
         self.stop = preemption.Preemption.watch()
 
     def find_resume_step(self) -> int:
@@ -176,16 +176,16 @@ class _Checkpoints:
     def resume(self, sched) -> None:
         self.checkpointer.resume(sched)
 
-    def after_step(self, done: int, total: int, epoch_end: bool, sched, per_epoch: int, log: Logger) -> None:
+    def after_step(self, done: int, total: int, epoch_end: bool, sched, data, log: Logger) -> None:
         """Checkpoint every `teacher.save_every` steps and at epoch ends; on a signal, checkpoint
         and exit 75 (unless the training is over: teacher.pt is then one step away)."""
         every = self.cfg.teacher.save_every
         if self.stop.requested(self.accelerator) and done < total:
-            self.checkpointer.save(done, sched, None, per_epoch)
+            self.checkpointer.save(done, sched, None, data)
             log.close()
             self.stop.exit(f"teacher step {done}")
         if epoch_end or (every and done % every == 0):
-            self.checkpointer.save(done, sched, None, per_epoch)
+            self.checkpointer.save(done, sched, None, data)
 
 
 def _plain(accelerator, prepared, template: Teacher) -> Teacher:

@@ -14,7 +14,8 @@ queries on finished stages.
 
 Everything random in a step is a function of (seed, step, micro-batch, rank) and the data
 order is a function of (seed, epoch), so a resumed run replays exactly what the
-uninterrupted one would have done.
+uninterrupted one would have done — on the same number of processes; on another, it trains the
+rest of the interrupted epoch dealt over its own ranks (checkpointer.py, data/position.py).
 """
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
     start = checkpointer.resume(sched, ema)
     log.progress(start)
     offset = stream_offset(cfg, k, total)
-    data = train_batches(cfg, accelerator, ctx.splits.train, (offset + start) * micro_batches)
+    data = train_batches(cfg, accelerator, ctx.splits.train,
+                         checkpointer.resume_position or (offset + start) * micro_batches)
     select = Selection(sdir, tc.select_every, cfg.digest())
     callback.on_start(lambda: parallel.full_state_dict(accelerator, model))
     for step in range(start, total):
@@ -128,11 +130,11 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
         if select.due(done, total):
             _offer(ctx, accelerator, model, ema, stage, select, log, done)
         if stop.requested(accelerator) and done < total:  # preempted or near the time limit
-            checkpointer.save(done, sched, ema, data.per_epoch)
+            checkpointer.save(done, sched, ema, data)
             log.close()
             stop.exit(f"{sdir.name} step {done}")
         if (tc.save_every and done % tc.save_every == 0) or done == total:
-            checkpointer.save(done, sched, ema, data.per_epoch)
+            checkpointer.save(done, sched, ema, data)
         callback.on_step_end(done)
     final = {"model": parallel.full_state_dict(accelerator, model), "ema": ema.state_dict(cpu=True),
              "config": cfg.to_dict(), "stage": k, "steps": total}

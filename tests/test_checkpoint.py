@@ -1,11 +1,17 @@
-"""Checkpoints: written whole or not at all, and a damaged one is skipped, never loaded."""
+"""Checkpoints: written whole or not at all, a damaged one is skipped, never loaded, and one that
+cannot resume on this run (world size, mode, config) is refused in one line."""
 from __future__ import annotations
+
+import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from neumeta_dist import checkpoint as ckpt
+from neumeta_dist.checkpointer import Checkpointer
 from neumeta_dist.config import load_config
+from neumeta_dist.data.position import DataPosition
 
 
 @pytest.fixture
@@ -56,3 +62,57 @@ def test_config_digest_ignores_where_and_how_often_a_run_saves_and_resumes():
                               "train.keep_checkpoints=5", "train.log_every=3", "teacher.save_every=4"])
     assert base.digest() == same.digest()
     assert base.digest() != load_config(None, ["train.lr=1e-3"]).digest()
+
+
+SHARDS = ["data.dataset=shards", "data.shards=s/index.json#train", "data.val_shards=s/index.json#val",
+          "data.test_shards=s/index.json#test"]
+
+
+def _resume(tmp_path, overrides=(), elastic=True, zero=0, **meta):
+    """find_resume_point of a one-process run over a stage whose only checkpoint (meta.json
+    alone: every refusal comes before anything loads) was written by 2 DDP processes."""
+    cfg = load_config(None, list(overrides), files=False)
+    ckpt_dir = tmp_path / "stage_1" / "checkpoint_00000004"
+    ckpt_dir.mkdir(parents=True)
+    meta = {"config_digest": cfg.digest(), "world_size": 2, "mode": "ddp", "step": 4, "files": {},
+            "data": {"epoch": 1, "consumed": 256}, **meta}
+    (ckpt_dir / "meta.json").write_text(json.dumps(meta))
+    plugin = SimpleNamespace(zero_stage=zero, deepspeed_config={}) if zero else None
+    acc = SimpleNamespace(num_processes=1, process_index=0, is_main_process=True, wait_for_everyone=lambda: None,
+                          state=SimpleNamespace(deepspeed_plugin=plugin))
+    checkpointer = Checkpointer(cfg, acc, ckpt_dir.parent, elastic=elastic)
+    checkpointer.find_resume_point()
+    return checkpointer
+
+
+def test_ddp_checkpoint_resumes_on_another_number_of_processes_at_its_data_position(tmp_path):
+    resumed = _resume(tmp_path)
+    assert resumed.resizes and resumed.resume_step == 4 and resumed.resume_position == DataPosition(1, 256)
+
+
+@pytest.mark.parametrize("overrides, elastic, zero, meta, message", [
+    ((), True, 3, {}, "written under ddp, this run is zero3: relaunch with the same accelerate config"),
+    ((), True, 0, {"config_digest": "0"}, "written by a different config"),
+    ((), False, 0, {}, "the teacher's schedule counts per-rank batches: relaunch with --num_processes 2"),
+    (SHARDS, True, 0, {}, "WebDataset stream stopped mid-epoch .*: relaunch with --num_processes 2"),
+    ((), True, 0, {"data": {"epoch": 1}}, "records no data position .*: relaunch with --num_processes 2"),
+])
+def test_resume_point_that_cannot_change_world_size_or_mode_is_refused(tmp_path, overrides, elastic, zero, meta,
+                                                                        message):
+    with pytest.raises(ckpt.CheckpointError, match=f"checkpoint_00000004 .*{message}"):
+        _resume(tmp_path, overrides, elastic, zero, **meta)
+
+
+def test_webdataset_checkpoint_at_an_epoch_end_resumes_on_another_number_of_processes(tmp_path):
+    assert _resume(tmp_path, SHARDS, data={"epoch": 2, "consumed": 0}).resizes
+
+
+def test_failed_universal_conversion_names_the_checkpoint_and_leaves_no_folder(tmp_path):
+    from neumeta_dist.distributed import universal
+    bad = tmp_path / "checkpoint_00000004"
+    (bad / "pytorch_model").mkdir(parents=True)
+    (bad / "pytorch_model" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint_00000004: DeepSpeed's ds_to_universal could not "
+                                                   "convert .*resume it on the number of processes that wrote it"):
+        universal.convert(bad)
+    assert [p.name for p in bad.iterdir()] == ["pytorch_model"]

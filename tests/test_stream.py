@@ -229,7 +229,7 @@ from neumeta_dist.config import load_config
 from neumeta_dist.data import load_splits, train_batches
 from neumeta_dist.distributed.accelerator import make_accelerator
 
-acc = make_accelerator(0)
+acc = make_accelerator()
 cfg = load_config(None, sys.argv[2:])
 data = train_batches(cfg, acc, load_splits(cfg.data, 0).train)
 epochs = []

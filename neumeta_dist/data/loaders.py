@@ -12,10 +12,11 @@ from dataclasses import dataclass, replace
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from ..config import Config, DataConfig
 from . import sources
+from .position import DataPosition
 from .sources import DataError, Splits
 from .stream import FaultCounts, RankStream, ShardList, StreamSpec, check_missing, normalize
 from .stream import eval_batches as shard_eval_batches
@@ -55,27 +56,46 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
 
 
 class TensorBatches:
-    """Endless batches of an in-memory dataset from a seedable sampler: the order is a function
-    of (seed, epoch), so resuming only skips the batches already consumed."""
+    """Endless batches of an in-memory dataset on this rank, from any `DataPosition`: the order
+    of epoch e is a permutation seeded with `train.seed + e` (Accelerate's seedable sampler, so
+    runs keep their batches), dealt over the ranks as position.py says."""
 
-    def __init__(self, cfg: Config, accelerator, data: TensorDataset, start: int):
-        loader = DataLoader(data, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                            num_workers=cfg.data.num_workers)
-        self.loader, self.accelerator = accelerator.prepare(loader), accelerator
-        self.per_epoch = len(self.loader)
-        self.it = self._batches(start)
+    def __init__(self, cfg: Config, accelerator, data: TensorDataset, start: DataPosition | int):
+        self.tensors, self.n, self.batch = data.tensors, len(data), cfg.data.batch_size
+        self.rank, self.world, self.device = accelerator.process_index, accelerator.num_processes, accelerator.device
+        self.seed = cfg.train.seed
+        self.per_epoch = self.n // (self.world * self.batch)
+        if self.per_epoch < 1:
+            raise DataError(f"{self.n} training samples give no whole batch per rank (world {self.world} × batch "
+                            f"{self.batch}): use more data or a smaller data.batch_size")
+        self.start = start if isinstance(start, DataPosition) else DataPosition.from_batches(
+            start, self.per_epoch, self.world, self.batch)
+        self.taken = 0
+        self.it = self._batches()
 
-    def _batches(self, start: int):
-        epoch, skip = divmod(start, self.per_epoch)
+    def order(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+
+    def _batches(self):
+        pos = self.start
         while True:
-            self.loader.set_epoch(epoch)
-            yield from (self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader)
-            epoch, skip = epoch + 1, 0
+            order = self.order(pos.epoch)
+            for k in range(pos.rank_batches(self.n, self.world, self.batch)):
+                lo = pos.batch_start(k, self.rank, self.world, self.batch)
+                idx = order[lo:lo + self.batch]
+                yield tuple(t[idx].to(self.device) for t in self.tensors)
+            pos = DataPosition(pos.epoch + 1, 0)
+
+    @property
+    def position(self) -> DataPosition:
+        """Where the batches handed out so far leave the epoch (the same on every rank)."""
+        return self.start.advance(self.taken, self.n, self.world, self.batch)
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        self.taken += 1
         return next(self.it)
 
     def fault_scalars(self) -> dict[str, float]:
@@ -85,18 +105,28 @@ class TensorBatches:
 class ShardBatches:
     """RankStream on the accelerator's device, with fault counts summed over ranks."""
 
-    def __init__(self, cfg: Config, accelerator, data: ShardSet, start: int):
+    def __init__(self, cfg: Config, accelerator, data: ShardSet, start: DataPosition | int):
         self.spec = data.spec(True, cfg.data.batch_size, accelerator.process_index, accelerator.num_processes)
         self.device = accelerator.device
+        self.per_epoch, global_batch = self.spec.rank_batches(), self.spec.world * self.spec.batch_size
+        if isinstance(start, DataPosition):
+            # the stream resumes at whole batches of its own world (a checkpointer refuses the rest)
+            start = start.epoch * self.per_epoch + start.consumed // global_batch
+        self.start, self.taken = start, 0
         self.stream = RankStream(self.spec, start, sum(s.count for s in data.shards.missing),
                                  pin_memory=self.device.type == "cuda")
-        self.per_epoch = self.stream.per_epoch
 
     def __iter__(self):
         return self
 
+    @property
+    def position(self) -> DataPosition:
+        return DataPosition.from_batches(self.start + self.taken, self.per_epoch, self.spec.world,
+                                         self.spec.batch_size)
+
     def __next__(self):
         x, y = next(self.stream)
+        self.taken += 1
         return normalize(x.to(self.device, non_blocking=True), self.spec), y.to(self.device, non_blocking=True)
 
     def fault_scalars(self) -> dict[str, float]:
@@ -109,11 +139,12 @@ class ShardBatches:
         return FaultCounts(*map(int, counts.cpu())).scalars(missing=self.stream.missing)
 
 
-def train_batches(cfg: Config, accelerator, data, start_micro: int = 0) -> TensorBatches | ShardBatches:
-    """Endless training batches (x, y) on this rank, `start_micro` batches into the seeded order;
-    `.per_epoch` batches make an epoch, `.fault_scalars()` counts unreadable data."""
+def train_batches(cfg: Config, accelerator, data, start: DataPosition | int = 0) -> TensorBatches | ShardBatches:
+    """Endless training batches (x, y) on this rank from `start` (a position, or a number of
+    batches per rank of this world size); `.per_epoch` batches make a whole epoch, `.position`
+    is where the batches handed out leave it, `.fault_scalars()` counts unreadable data."""
     kind = ShardBatches if isinstance(data, ShardSet) else TensorBatches
-    return kind(cfg, accelerator, data, start_micro)
+    return kind(cfg, accelerator, data, start)
 
 
 def eval_batches(data, batch_size: int, accelerator=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -25,8 +25,10 @@ workers round-robin, so batch i of a rank comes from worker i mod workers; resum
 of an epoch makes each worker replay its stream without decoding the batches that were already
 consumed (and rotates worker ids, as the DataLoader restarts its round-robin at worker 0).
 Resume granularity is therefore one batch: bitwise the same batches as an uninterrupted run,
-for the same world size, workers and batch size (all part of the config digest a checkpoint is
-tied to), unless a batch before the resume point was lost entirely (then its padding differs).
+for the same world size, workers and batch size (the last two part of the config digest a
+checkpoint is tied to), unless a batch before the resume point was lost entirely (then its
+padding differs). On another world size a stream resumes at an epoch end only: mid-epoch, the
+shuffle buffers leave no record of which samples were consumed (checkpointer.py refuses it).
 
 **Faults.** A missing shard is found when the shard list is resolved (every rank sees the same
 files) and left out of the plan; a truncated tar ends its stream at the last whole sample; a

@@ -6,7 +6,7 @@ import os
 import torch
 
 
-def make_accelerator(seed: int = 0):
+def make_accelerator():
     """One Accelerator for every stage; gloo when there is no GPU.
 
     So that one launcher config (configs/accelerate/*.yaml) serves GPUs and CPUs: without an
@@ -16,8 +16,7 @@ def make_accelerator(seed: int = 0):
     DeepSpeed picks its CPU accelerator itself and must not get that flag).
     """
     from accelerate import Accelerator
-    from accelerate.utils import (DataLoaderConfiguration, DistributedDataParallelKwargs, GradientAccumulationPlugin,
-                                  InitProcessGroupKwargs)
+    from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, InitProcessGroupKwargs
 
     multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # DDP would re-broadcast every buffer at each forward: the INR's are the teacher's
@@ -27,9 +26,6 @@ def make_accelerator(seed: int = 0):
     if cpu_parallel:
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    # A seedable sampler makes the data order a function of (seed, epoch): resuming needs
-    # no sampler state, only the number of batches already consumed.
-    loaders = DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed)
     # An optimiser step is exactly `train.widths_per_step` micro-batches (train.py; the loops
     # set the count). By default Accelerate also syncs at the last batch of each pass over a
     # prepared DataLoader: when an epoch is not a multiple of the count, every later step's
@@ -37,5 +33,5 @@ def make_accelerator(seed: int = 0):
     # checkpoint was in no file, so a resume after the first epoch end diverged (7e-3 after
     # 8 steps, tests/test_distributed.py). Shard streams never did this; now neither does.
     accumulation = GradientAccumulationPlugin(num_steps=1, sync_with_dataloader=False)
-    return Accelerator(cpu=cpu_parallel and not deepspeed, kwargs_handlers=handlers, dataloader_config=loaders,
+    return Accelerator(cpu=cpu_parallel and not deepspeed, kwargs_handlers=handlers,
                        gradient_accumulation_plugin=accumulation)

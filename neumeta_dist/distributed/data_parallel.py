@@ -79,6 +79,14 @@ def configure(accelerator, micro_batches: int, grad_clip: float, clip_mode: str,
         ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
 
 
+def load_universal(accelerator, on: bool) -> None:
+    """Whether the engines `prepare` builds next load DeepSpeed's universal checkpoint format
+    (a checkpoint of another world size, distributed/universal.py) or their own shards."""
+    plugin = deepspeed_plugin(accelerator)
+    if plugin is not None:
+        plugin.deepspeed_config["checkpoint"] = {"load_universal": on}
+
+
 def freeze_unused(model: nn.Module, used: list[nn.Parameter]) -> None:
     """Parameters of `model.alpha` not in `used` stop requiring gradients for this stage."""
     ids = {id(p) for p in used}
