@@ -9,9 +9,9 @@ and scheduler states are whole (DDP) or made whole by DeepSpeed's universal chec
 (ZeRO-2/3, distributed/universal.py), and the data position is recorded as the prefix of the
 epoch's order already trained, which the M ranks deal among themselves (data/position.py).
 What still refuses a checkpoint: another config digest, another parallel mode (DDP and one
-process are one mode; ZeRO-2, ZeRO-3 others), the teacher's training (its schedule counts
-per-rank batches), and a WebDataset stream stopped mid-epoch (its shuffle buffers do not say
-which samples were consumed; at an epoch end it is elastic too).
+process are one mode; ZeRO-2, ZeRO-3 others) and a WebDataset stream stopped mid-epoch (its
+shuffle buffers do not say which samples were consumed; at an epoch end it is elastic too).
+The teacher's cosine follows the data position, so stage 0 is elastic as well (teacher.py).
 """
 from __future__ import annotations
 
@@ -33,14 +33,12 @@ class Checkpointer:
 
     An INR stage checkpoints its scheduler and EMA beside the accelerator state, and steps of
     `train.widths_per_step` micro-batches; the teacher's training (stage 0, `teacher/`) has no
-    EMA, steps of one batch (`micro_batches=1`) and is not `elastic`.
+    EMA and steps of one batch (`micro_batches=1`).
     """
 
-    def __init__(self, cfg: Config, accelerator, stage_dir: Path, micro_batches: int | None = None,
-                 elastic: bool = True):
+    def __init__(self, cfg: Config, accelerator, stage_dir: Path, micro_batches: int | None = None):
         self.cfg, self.accelerator, self.dir = cfg, accelerator, Path(stage_dir)
         self.micro_batches = cfg.train.widths_per_step if micro_batches is None else micro_batches
-        self.elastic = elastic
         self.resume_from: Path | None = None
         self.meta: dict = {}
 
@@ -150,8 +148,6 @@ class Checkpointer:
     def _fixed_world(self, meta: dict) -> str | None:
         """Why this resume point resumes only on the world size that wrote it (None: it need not)."""
         data = meta.get("data", {})
-        if not self.elastic:
-            return "the teacher's schedule counts per-rank batches"
         if "consumed" not in data:
             return "it records no data position (written before elastic resume)"
         if self.cfg.data.dataset == "shards" and data["consumed"]:

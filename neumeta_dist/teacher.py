@@ -11,8 +11,10 @@ the next step boundary after SIGUSR2/SIGTERM (then it exits 75, distributed/pree
 A checkpoint holds the prepared network and SGD momentum (`accelerator.save_state`, RNG
 states included), the scheduler and the data position; the data order is a function of
 (seed, epoch), so a relaunch (`train.resume`, as for any stage) skips exactly the batches
-of the epoch already consumed and ends with the uninterrupted run's weights. `teacher.pt`
-is written last, as the stage's result.
+of the epoch already consumed and ends with the uninterrupted run's weights. A relaunch on
+another number of processes trains the rest of the epoch dealt over its ranks, its cosine
+continuing from the samples trained (data/position.py). `teacher.pt` is written last, as the
+stage's result.
 """
 from __future__ import annotations
 
@@ -125,11 +127,16 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, che
     model, opt = accelerator.prepare(model, opt)
     saver = _Checkpoints(cfg, accelerator, checkpoints) if checkpoints is not None else None
     start = saver.find_resume_step() if saver else 0
-    data = train_batches(cfg, accelerator, splits.train, start)  # the batches of the epoch consumed are skipped
-    total = max(1, tc.epochs * data.per_epoch)  # per-rank batches: the schedule is stepped by hand
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    # the batches of the epoch consumed (on any number of processes) are skipped
+    data = train_batches(cfg, accelerator, splits.train, (saver and saver.resume_position()) or start)
+    end = max(1, tc.epochs * data.per_epoch)  # the schedule's length in this world's batches per rank
+    # The cosine follows the data position, not a step count: a relaunch on another number of
+    # processes continues it where the samples trained so far left it.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda _: 0.5 * (1 + math.cos(math.pi * min(data.batches_done(), end) / end)))
     if saver:
         saver.resume(sched)
+    total = start + data.batches_until(tc.epochs)
     log = Logger(accelerator, RunDir(cfg.run_dir).tb(name), total, name, initial=start)
     model.train()
     for step in range(start, total):
@@ -145,11 +152,11 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, che
         if done % cfg.train.log_every == 0:
             log.step(done, lambda: {f"{name}/loss": loss.item()}, f"{name}/loss", sched.get_last_lr()[0],
                      data.fault_scalars(), prefix=f"{name}/")
-        epoch_end = done % data.per_epoch == 0
+        epoch_end = data.position.consumed == 0
         if epoch_end:
             val = accuracy(_plain(accelerator, model, template), splits.val, cfg.data.eval_batch_size, accelerator)
             log.scalars(done, {f"{name}/val_accuracy": val})
-            log.print(f"{name} epoch {done // data.per_epoch}/{tc.epochs}: val accuracy {val:.4f}")
+            log.print(f"{name} epoch {data.position.epoch}/{tc.epochs}: val accuracy {val:.4f}")
         if saver:
             saver.after_step(done, total, epoch_end, sched, data, log)
         callback.on_step_end(done)
@@ -166,12 +173,15 @@ class _Checkpoints:
 
     def __init__(self, cfg: Config, accelerator, stage_dir: Path):
         self.cfg, self.accelerator = cfg, accelerator
-        self.checkpointer = Checkpointer(cfg, accelerator, stage_dir, micro_batches=1, elastic=False)
+        self.checkpointer = Checkpointer(cfg, accelerator, stage_dir, micro_batches=1)
         self.stop = preemption.Preemption.watch()
 
     def find_resume_step(self) -> int:
         self.checkpointer.find_resume_point()
         return self.checkpointer.resume_step
+
+    def resume_position(self):
+        return self.checkpointer.resume_position
 
     def resume(self, sched) -> None:
         self.checkpointer.resume(sched)

@@ -68,7 +68,7 @@ SHARDS = ["data.dataset=shards", "data.shards=s/index.json#train", "data.val_sha
           "data.test_shards=s/index.json#test"]
 
 
-def _resume(tmp_path, overrides=(), elastic=True, zero=0, **meta):
+def _resume(tmp_path, overrides=(), zero=0, **meta):
     """find_resume_point of a one-process run over a stage whose only checkpoint (meta.json
     alone: every refusal comes before anything loads) was written by 2 DDP processes."""
     cfg = load_config(None, list(overrides), files=False)
@@ -80,7 +80,7 @@ def _resume(tmp_path, overrides=(), elastic=True, zero=0, **meta):
     plugin = SimpleNamespace(zero_stage=zero, deepspeed_config={}) if zero else None
     acc = SimpleNamespace(num_processes=1, process_index=0, is_main_process=True, wait_for_everyone=lambda: None,
                           state=SimpleNamespace(deepspeed_plugin=plugin))
-    checkpointer = Checkpointer(cfg, acc, ckpt_dir.parent, elastic=elastic)
+    checkpointer = Checkpointer(cfg, acc, ckpt_dir.parent)
     checkpointer.find_resume_point()
     return checkpointer
 
@@ -90,17 +90,15 @@ def test_ddp_checkpoint_resumes_on_another_number_of_processes_at_its_data_posit
     assert resumed.resizes and resumed.resume_step == 4 and resumed.resume_position == DataPosition(1, 256)
 
 
-@pytest.mark.parametrize("overrides, elastic, zero, meta, message", [
-    ((), True, 3, {}, "written under ddp, this run is zero3: relaunch with the same accelerate config"),
-    ((), True, 0, {"config_digest": "0"}, "written by a different config"),
-    ((), False, 0, {}, "the teacher's schedule counts per-rank batches: relaunch with --num_processes 2"),
-    (SHARDS, True, 0, {}, "WebDataset stream stopped mid-epoch .*: relaunch with --num_processes 2"),
-    ((), True, 0, {"data": {"epoch": 1}}, "records no data position .*: relaunch with --num_processes 2"),
+@pytest.mark.parametrize("overrides, zero, meta, message", [
+    ((), 3, {}, "written under ddp, this run is zero3: relaunch with the same accelerate config"),
+    ((), 0, {"config_digest": "0"}, "written by a different config"),
+    (SHARDS, 0, {}, "WebDataset stream stopped mid-epoch .*: relaunch with --num_processes 2"),
+    ((), 0, {"data": {"epoch": 1}}, "records no data position .*: relaunch with --num_processes 2"),
 ])
-def test_resume_point_that_cannot_change_world_size_or_mode_is_refused(tmp_path, overrides, elastic, zero, meta,
-                                                                        message):
+def test_resume_point_that_cannot_change_world_size_or_mode_is_refused(tmp_path, overrides, zero, meta, message):
     with pytest.raises(ckpt.CheckpointError, match=f"checkpoint_00000004 .*{message}"):
-        _resume(tmp_path, overrides, elastic, zero, **meta)
+        _resume(tmp_path, overrides, zero, **meta)
 
 
 def test_webdataset_checkpoint_at_an_epoch_end_resumes_on_another_number_of_processes(tmp_path):

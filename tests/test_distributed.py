@@ -176,12 +176,24 @@ class Runs:
         two = launch(mode, run, "--stage", "1", keep, env={"NEUMETA_TRACE_DIR": str(run / "two")})
         return {"run": run, "one": one, "two": two}
 
+    def teacher_killed(self, mode: str) -> dict:
+        """Stage 0 killed after teacher step TEACHER_KILL_AT (mid-epoch)."""
+        run = self.root / "teacher_killed"
+        return {"run": run, "killed": launch(mode, run, "--stage", "0", TEACHER_SAVE, check=False,
+                                             env={"NEUMETA_SIGKILL_AT_STEP": str(TEACHER_KILL_AT)})}
+
     def teacher_resumed(self, mode: str) -> dict:
-        """Stage 0 killed after teacher step TEACHER_KILL_AT (mid-epoch), then relaunched."""
-        run = self.root / "teacher_resumed"
-        killed = launch(mode, run, "--stage", "0", TEACHER_SAVE, check=False,
-                        env={"NEUMETA_SIGKILL_AT_STEP": str(TEACHER_KILL_AT)})
-        return {"run": run, "killed": killed, "resume": launch(mode, run, "--stage", "0", TEACHER_SAVE)}
+        """The killed stage 0 relaunched on its 2 processes."""
+        run = self._copy("teacher_killed", mode, "teacher_resumed")
+        return {"run": run, "killed": self.get("teacher_killed", mode)["killed"],
+                "resume": launch(mode, run, "--stage", "0", TEACHER_SAVE)}
+
+    def teacher_elastic(self, mode: str) -> dict:
+        """The killed stage 0 relaunched on 1 process (tracing into `one/`, keeping its checkpoints)."""
+        run = self._copy("teacher_killed", mode, "teacher_elastic")
+        return {"run": run, "resume": launch(mode, run, "--stage", "0", TEACHER_SAVE, "train.keep_checkpoints=20",
+                                             nproc=1,
+                                             env={"NEUMETA_TRACE_DIR": str(run / "one")})}
 
     def two_machines(self, mode: str) -> dict:
         """Stage 1 on two machines × one process: killed after step KILL_AT, relaunched on both."""
@@ -300,6 +312,14 @@ def test_truncated_newest_checkpoint_is_skipped_with_a_warning(runs):
     err = runs.get("resumed", "ddp")["resume"].stderr
     assert "skipping checkpoint" in err and "checkpoint_00000006" in err and "optimizer.bin" in err
     assert "resuming stage_1 from checkpoint_00000003" in runs.get("resumed", "ddp")["resume"].stdout
+
+
+def _scalars(tb: Path, tag: str) -> list[float]:
+    """A TensorBoard scalar's values in step order (every launch's event file of `tb`)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ea = EventAccumulator(str(tb))
+    ea.Reload()
+    return [e.value for e in sorted(ea.Scalars(tag), key=lambda e: e.step)]
 
 
 def _sequence(run: Path, world: int, steps: range, folder: str = "trace") -> list[str]:
@@ -428,6 +448,31 @@ def test_teacher_killed_mid_epoch_resumes_to_the_uninterrupted_teacher(runs):
         seen = Counter(f for rank in (0, 1) for (s, step, _), prints in _trace(resumed["run"], rank).items()
                        if s == 0 and step // per_epoch == epoch for f in prints)
         assert sum(seen.values()) == 2 * per_epoch * 64 and max(seen.values()) == 1
+
+
+def test_teacher_resumes_on_another_number_of_processes(runs):
+    """Stage 0 killed on 2 processes (3 batches into its second epoch) and relaunched on 1: the
+    rest of that epoch is the uninterrupted run's order dealt to one rank — no sample repeated
+    or skipped — the cosine continues from the samples trained and ends at 0, and the teacher
+    scores within 2 points of the uninterrupted one (another trajectory: batches of 64, not 128)."""
+    chain, whole = runs.get("teacher_elastic"), runs.get("teacher")
+    out = chain["resume"].stdout
+    assert "resuming teacher from checkpoint_00000012 (step 12, world size 2 → 1)" in out
+    run = chain["run"]
+    metas = {int(m.parent.name.split("_")[1]): json.loads(m.read_text())
+             for m in (run / "teacher").glob("checkpoint_*/meta.json")}
+    second_end = next(step for step, m in metas.items() if m["world_size"] == 1 and m["data"]["epoch"] == 2
+                      and m["data"]["consumed"] == 0)
+    before = [f for step in range(9, 12) for rank in (0, 1) for f in _trace(run, rank)[0, step, 0]]
+    after = [f for step in range(12, second_end) for f in _trace(run, 0, "one")[0, step, 0]]
+    uninterrupted = [f for step in range(9, 18) for rank in (0, 1) for f in _trace(whole.parent, rank)[0, step, 0]]
+    n = len(before + after)
+    assert len(set(before + after)) == n and n > len(uninterrupted) - 2 * 64
+    assert (before + after)[:len(uninterrupted)] == uninterrupted[:n]
+    events = _scalars(run / "tb" / "teacher", "teacher/lr")
+    assert events[-1] < 1e-3 * events[0]
+    a, b = (torch.load(d / "teacher.pt", weights_only=False)["accuracy"] for d in (whole, run / "teacher"))
+    assert abs(a - b) < 0.02, (a, b)
 
 
 def test_two_machines_resume_to_the_single_machine_weights(runs):

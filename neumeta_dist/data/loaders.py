@@ -91,6 +91,12 @@ class TensorBatches:
         """Where the batches handed out so far leave the epoch (the same on every rank)."""
         return self.start.advance(self.taken, self.n, self.world, self.batch)
 
+    def batches_done(self) -> float:
+        return _batches_done(self.position, self.per_epoch, self.world * self.batch)
+
+    def batches_until(self, epoch: int) -> int:
+        return _batches_until(self.position, epoch, self.n, self.per_epoch, self.world, self.batch)
+
     def __iter__(self):
         return self
 
@@ -124,6 +130,14 @@ class ShardBatches:
         return DataPosition.from_batches(self.start + self.taken, self.per_epoch, self.spec.world,
                                          self.spec.batch_size)
 
+    def batches_done(self) -> float:
+        return _batches_done(self.position, self.per_epoch, self.spec.world * self.spec.batch_size)
+
+    def batches_until(self, epoch: int) -> int:
+        global_batch = self.spec.world * self.spec.batch_size
+        return _batches_until(self.position, epoch, self.per_epoch * global_batch, self.per_epoch, self.spec.world,
+                              self.spec.batch_size)
+
     def __next__(self):
         x, y = next(self.stream)
         self.taken += 1
@@ -139,10 +153,24 @@ class ShardBatches:
         return FaultCounts(*map(int, counts.cpu())).scalars(missing=self.stream.missing)
 
 
+def _batches_done(pos: DataPosition, per_epoch: int, global_batch: int) -> float:
+    """The training done, in batches per rank of this world (fractional after a resize): what a
+    schedule follows so that it continues across a change of world size."""
+    return pos.epoch * per_epoch + pos.consumed / global_batch
+
+
+def _batches_until(pos: DataPosition, epoch: int, n: int, per_epoch: int, world: int, batch: int) -> int:
+    """Batches per rank from `pos` to the start of `epoch` (0 when it is reached)."""
+    if pos.epoch >= epoch:
+        return 0
+    return pos.rank_batches(n, world, batch) + (epoch - pos.epoch - 1) * per_epoch
+
+
 def train_batches(cfg: Config, accelerator, data, start: DataPosition | int = 0) -> TensorBatches | ShardBatches:
     """Endless training batches (x, y) on this rank from `start` (a position, or a number of
     batches per rank of this world size); `.per_epoch` batches make a whole epoch, `.position`
-    is where the batches handed out leave it, `.fault_scalars()` counts unreadable data."""
+    is where the batches handed out leave it (`.batches_done()` in batches per rank,
+    `.batches_until(e)` to epoch e), `.fault_scalars()` counts unreadable data."""
     kind = ShardBatches if isinstance(data, ShardSet) else TensorBatches
     return kind(cfg, accelerator, data, start)
 
