@@ -6,12 +6,14 @@ The files themselves (atomic writes, manifests, truncation checks) are checkpoin
 
 **Elastic resume.** A stage checkpointed on N processes resumes on M: the model, optimiser, EMA
 and scheduler states are whole (DDP) or made whole by DeepSpeed's universal checkpoint
-(ZeRO-2/3, distributed/universal.py), and the data position is recorded as the prefix of the
-epoch's order already trained, which the M ranks deal among themselves (data/position.py).
-What still refuses a checkpoint: another config digest, another parallel mode (DDP and one
-process are one mode; ZeRO-2, ZeRO-3 others) and a WebDataset stream stopped mid-epoch (its
-shuffle buffers do not say which samples were consumed; at an epoch end it is elastic too).
-The teacher's cosine follows the data position, so stage 0 is elastic as well (teacher.py).
+(ZeRO-2/3, distributed/universal.py), and the data position is recorded as the positions of
+the epoch already trained and the (world size, batches per rank) legs that trained them, which
+the M ranks deal the rest of the epoch from (data/position.py). For in-memory data they are a
+prefix of the epoch's order; a WebDataset stream recomputes its consumed set from the legs by
+replaying the old workers' shuffle buffers on positions (data/stream.py `untrained`), mid-epoch
+too. What still refuses a checkpoint: another config digest and another parallel mode (DDP and
+one process are one mode; ZeRO-2, ZeRO-3 others). The teacher's cosine follows the data
+position, so stage 0 is elastic as well (teacher.py).
 """
 from __future__ import annotations
 
@@ -75,7 +77,15 @@ class Checkpointer:
         """Where the data stream continues (None: no resume point, or one from before positions
         were recorded, whose step says it for the world size that wrote it)."""
         data = self.meta.get("data", {})
-        return DataPosition(data["epoch"], data["consumed"]) if "consumed" in data else None
+        if "consumed" not in data:
+            return None
+        return DataPosition(data["epoch"], data["consumed"], tuple(map(tuple, data.get("legs", self._one_leg(data)))))
+
+    def _one_leg(self, data: dict) -> list[list[int]]:
+        """The legs of a checkpoint written before they were recorded: its epoch so far, on its own world size."""
+        world = self.meta["world_size"]
+        taken = data["consumed"] // (world * data.get("batch_size", self.cfg.data.batch_size))
+        return [[world, taken]] if taken else []
 
     def _prepare_load(self) -> None:
         """Before the models are prepared: refuse an unusable resume point early, and tell
@@ -150,8 +160,6 @@ class Checkpointer:
         data = meta.get("data", {})
         if "consumed" not in data:
             return "it records no data position (written before elastic resume)"
-        if self.cfg.data.dataset == "shards" and data["consumed"]:
-            return "a WebDataset stream stopped mid-epoch cannot say which samples its shuffle buffers consumed"
         return None
 
     def save(self, step: int, sched, ema, data) -> None:
@@ -161,6 +169,7 @@ class Checkpointer:
         meta = {"config_digest": cfg.digest(), "world_size": acc.num_processes,
                 "mode": parallel.mode(acc),
                 "data": {"micro_batches": step * self.micro_batches, "epoch": pos.epoch, "consumed": pos.consumed,
+                         "legs": [list(leg) for leg in pos.legs],
                          "batches_per_epoch": data.per_epoch, "batch_size": cfg.data.batch_size}}
         extra = {"sched": sched.state_dict(), **({"ema": ema.state_dict(cpu=True)} if ema is not None else {})}
         ckpt.save_state(acc, self.dir, step, meta, extra)

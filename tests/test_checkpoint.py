@@ -87,13 +87,12 @@ def _resume(tmp_path, overrides=(), zero=0, **meta):
 
 def test_ddp_checkpoint_resumes_on_another_number_of_processes_at_its_data_position(tmp_path):
     resumed = _resume(tmp_path)
-    assert resumed.resizes and resumed.resume_step == 4 and resumed.resume_position == DataPosition(1, 256)
+    assert resumed.resizes and resumed.resume_step == 4 and resumed.resume_position == DataPosition(1, 256, ((2, 1),))
 
 
 @pytest.mark.parametrize("overrides, zero, meta, message", [
     ((), 3, {}, "written under ddp, this run is zero3: relaunch with the same accelerate config"),
     ((), 0, {"config_digest": "0"}, "written by a different config"),
-    (SHARDS, 0, {}, "WebDataset stream stopped mid-epoch .*: relaunch with --num_processes 2"),
     ((), 0, {"data": {"epoch": 1}}, "records no data position .*: relaunch with --num_processes 2"),
 ])
 def test_resume_point_that_cannot_change_world_size_or_mode_is_refused(tmp_path, overrides, zero, meta, message):
@@ -103,6 +102,12 @@ def test_resume_point_that_cannot_change_world_size_or_mode_is_refused(tmp_path,
 
 def test_webdataset_checkpoint_at_an_epoch_end_resumes_on_another_number_of_processes(tmp_path):
     assert _resume(tmp_path, SHARDS, data={"epoch": 2, "consumed": 0}).resizes
+
+
+def test_webdataset_checkpoint_mid_epoch_resumes_on_another_number_of_processes_with_its_legs(tmp_path):
+    """The legs say which world sizes consumed the epoch: the stream replays them (test_elastic_stream)."""
+    resumed = _resume(tmp_path, SHARDS, data={"epoch": 1, "consumed": 384, "legs": [[2, 1], [1, 1]]})
+    assert resumed.resizes and resumed.resume_position == DataPosition(1, 384, ((2, 1), (1, 1)))
 
 
 def test_failed_universal_conversion_names_the_checkpoint_and_leaves_no_folder(tmp_path):

@@ -73,7 +73,9 @@ def test_switching_world_size_trains_each_sample_of_an_epoch_once_leaving_out_a_
 def test_position_after_a_switch_counts_the_old_and_the_new_ranks_batches():
     pos = DataPosition.from_batches(12, 12, 2, BATCH)  # the end of epoch 0 on 2 ranks
     assert pos == DataPosition(1, 0)
-    pos = DataPosition(1, 3 * 2 * BATCH).advance(5, N, 1, BATCH)  # 3 batches × 2 ranks, then 5 on 1
-    assert pos == DataPosition(1, 48 + 40)
+    pos = DataPosition(1, 3 * 2 * BATCH, ((2, 3),)).advance(5, N, 1, BATCH)  # 3 batches × 2 ranks, then 5 on 1
+    assert pos == DataPosition(1, 48 + 40, ((2, 3), (1, 5)))
+    assert pos.current_leg(2) == (((2, 3), (1, 5)), 0) and pos.current_leg(1) == (((2, 3),), 5)
+    assert pos.advance(1, N, 2, BATCH).legs == ((2, 3), (1, 5), (2, 1))  # 2 → 1 → 2: three legs
     assert pos.rank_batches(N, 2, BATCH) == (N - 88) // 16 == 7
     assert pos.advance(7, N, 2, BATCH) == DataPosition(2, 0)  # 3 ids of epoch 1 left out

@@ -114,12 +114,11 @@ class ShardBatches:
     def __init__(self, cfg: Config, accelerator, data: ShardSet, start: DataPosition | int):
         self.spec = data.spec(True, cfg.data.batch_size, accelerator.process_index, accelerator.num_processes)
         self.device = accelerator.device
-        self.per_epoch, global_batch = self.spec.rank_batches(), self.spec.world * self.spec.batch_size
-        if isinstance(start, DataPosition):
-            # the stream resumes at whole batches of its own world (a checkpointer refuses the rest)
-            start = start.epoch * self.per_epoch + start.consumed // global_batch
-        self.start, self.taken = start, 0
-        self.stream = RankStream(self.spec, start, sum(s.count for s in data.shards.missing),
+        self.per_epoch, self.n = self.spec.rank_batches(), self.spec.epoch_size()
+        self.start = start if isinstance(start, DataPosition) else DataPosition.from_batches(
+            start, self.per_epoch, self.spec.world, self.spec.batch_size)
+        self.taken = 0
+        self.stream = RankStream(self.spec, self.start, sum(s.count for s in data.shards.missing),
                                  pin_memory=self.device.type == "cuda")
 
     def __iter__(self):
@@ -127,16 +126,14 @@ class ShardBatches:
 
     @property
     def position(self) -> DataPosition:
-        return DataPosition.from_batches(self.start + self.taken, self.per_epoch, self.spec.world,
-                                         self.spec.batch_size)
+        """Where the batches handed out so far leave the epoch (the same on every rank)."""
+        return self.start.advance(self.taken, self.n, self.spec.world, self.spec.batch_size)
 
     def batches_done(self) -> float:
         return _batches_done(self.position, self.per_epoch, self.spec.world * self.spec.batch_size)
 
     def batches_until(self, epoch: int) -> int:
-        global_batch = self.spec.world * self.spec.batch_size
-        return _batches_until(self.position, epoch, self.per_epoch * global_batch, self.per_epoch, self.spec.world,
-                              self.spec.batch_size)
+        return _batches_until(self.position, epoch, self.n, self.per_epoch, self.spec.world, self.spec.batch_size)
 
     def __next__(self):
         x, y = next(self.stream)

@@ -15,6 +15,11 @@ The tail, (n − consumed) mod (world × batch) positions, is not trained in tha
 rule of every epoch (drop_last), applied to what is left of it. So an epoch trains each of
 its positions at most once, and leaves out fewer than one global batch of the world that
 finishes it; a switch of world size loses no other sample and repeats none.
+
+`legs` says which world sizes consumed the epoch so far: (world, batches per rank) in order,
+the last one still running. In-memory data needs only the count (its trained positions are a
+prefix); the shard stream's shuffle buffers leave a consumed *set*, which it recomputes from
+the legs (stream.py), so a stage resized twice in one epoch (2 → 1 → 2) still knows it.
 """
 from __future__ import annotations
 
@@ -24,13 +29,14 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class DataPosition:
     epoch: int = 0
-    consumed: int = 0  # leading positions of the epoch's order already trained
+    consumed: int = 0  # positions of the epoch already trained (for in-memory data, the leading ones)
+    legs: tuple[tuple[int, int], ...] = ()  # (world, batches per rank) that consumed them, in order
 
     @classmethod
     def from_batches(cls, batches: int, per_epoch: int, world: int, batch: int) -> "DataPosition":
         """The position after `batches` batches per rank of whole epochs of `per_epoch` (one world size)."""
         epoch, taken = divmod(batches, per_epoch)
-        return cls(epoch, taken * world * batch)
+        return cls(epoch, taken * world * batch, ((world, taken),) if taken else ())
 
     def rank_batches(self, n: int, world: int, batch: int) -> int:
         """Whole batches each rank has left in this epoch of `n` positions."""
@@ -41,10 +47,25 @@ class DataPosition:
         return self.consumed + (k * world + rank) * batch
 
     def advance(self, batches: int, n: int, world: int, batch: int) -> "DataPosition":
-        """The position once every rank has taken `batches` more batches (across epoch ends)."""
+        """The position once every rank has taken `batches` more batches (across epoch ends);
+        `advance(0, …)` steps over an epoch end that leaves this world no whole batch."""
         if n < world * batch:
             raise ValueError(f"{n} positions give no batch of {batch} to each of {world} ranks")
         pos = self
         while batches >= (left := pos.rank_batches(n, world, batch)):
             batches, pos = batches - left, DataPosition(pos.epoch + 1, 0)
-        return DataPosition(pos.epoch, pos.consumed + batches * world * batch)
+        if not batches:
+            return pos
+        legs = pos.legs
+        if legs and legs[-1][0] == world:  # the same world goes on with its leg
+            legs = legs[:-1] + ((world, legs[-1][1] + batches),)
+        else:
+            legs = legs + ((world, batches),)
+        return DataPosition(pos.epoch, pos.consumed + batches * world * batch, legs)
+
+    def current_leg(self, world: int) -> tuple[tuple[tuple[int, int], ...], int]:
+        """(the legs before the one `world` runs now, batches per rank it has done): a world
+        that wrote the last leg continues it, another starts a new one."""
+        if self.legs and self.legs[-1][0] == world:
+            return self.legs[:-1], self.legs[-1][1]
+        return self.legs, 0

@@ -27,12 +27,27 @@ consumed (and rotates worker ids, as the DataLoader restarts its round-robin at 
 Resume granularity is therefore one batch: bitwise the same batches as an uninterrupted run,
 for the same world size, workers and batch size (the last two part of the config digest a
 checkpoint is tied to), unless a batch before the resume point was lost entirely (then its
-padding differs). On another world size a stream resumes at an epoch end only: mid-epoch, the
-shuffle buffers leave no record of which samples were consumed (checkpointer.py refuses it).
+padding differs).
+
+**Another world size, mid-epoch.** What an epoch consumed is recorded as its legs, (world
+size, batches per rank) in order (data/position.py). The shuffle buffers consume a *set* of
+positions, not a prefix, but one that is a function of (seed, epoch, world, workers, batch,
+batches): `untrained` recomputes it by dealing each leg's positions as the stream dealt them
+and running each worker's buffer on positions alone, with the RNG the stream used
+(`buffered`, one code path for both), without reading a shard — 0.4 s for half an
+ImageNet-sized epoch on 8 ranks × 8 workers. The positions left, in plan order, are dealt to
+the new world as an epoch is (each rank a contiguous run of whole batches, each worker a
+contiguous run of those), read by workers that skip the consumed ones without decoding; the
+next epochs are whole. So the epoch trains each sample at most once and leaves out fewer than
+one global batch of the world that finishes it; a world that wrote the last leg continues it
+batch for batch. For the replay to hold, the buffer must see every position: the reader hands
+it a placeholder for each lost sample. A resampled epoch has no order to carry: the new world
+draws the rest of the epoch's draws from fresh streams (seeded with the leg, so they are not
+the old ranks' draws again).
 
 **Faults.** A missing shard is found when the shard list is resolved (every rank sees the same
-files) and left out of the plan; a truncated tar ends its stream at the last whole sample; a
-sample that does not decode is dropped from its batch. Each is logged with the shard and key,
+files) and left out of the plan; the samples of a truncated tar after its last whole one are lost, and a
+sample that does not decode is dropped: either way its batch comes out short. Each is logged with the shard and key,
 counted (`FaultCounts`, passed along with each batch so the training loop can log them to
 TensorBoard), and checked against `data.max_bad_fraction` — of the whole dataset for missing
 shards, of each worker's share for the rest (so the total is within it too, without
@@ -52,12 +67,13 @@ import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..config import DataConfig
+from .position import DataPosition
 from .shards import INDEX, TruncatedShard, read_index, read_samples
 from .sources import DataError
 
@@ -196,11 +212,9 @@ class StreamSpec:
         """Batches per rank per epoch (training; the same on every rank)."""
         return self.batches_per_rank if self.resampled else self.total // (self.world * self.batch_size)
 
-
-def worker_batches(spec: StreamSpec, worker: int) -> int:
-    """Batches of one worker per epoch: round-robin shares of the rank's batches."""
-    n, w = spec.rank_batches(), max(spec.workers, 1)
-    return n // w + (worker < n % w)
+    def epoch_size(self) -> int:
+        """Positions of a training epoch: the samples (exact), or the draws of its fixed batches (resampled)."""
+        return self.batches_per_rank * self.world * self.batch_size if self.resampled else self.total
 
 
 def consumed_by_worker(start_batch: int, workers: int, worker: int) -> int:
@@ -209,16 +223,48 @@ def consumed_by_worker(start_batch: int, workers: int, worker: int) -> int:
     return start_batch // w + (worker < start_batch % w)
 
 
-def positions(spec: StreamSpec, worker: int) -> tuple[int, int]:
-    """[lo, hi) of the epoch's sample positions that this rank's `worker` reads (exact mode / eval)."""
-    w = max(spec.workers, 1)
-    if spec.train:
-        per_rank = spec.rank_batches() * spec.batch_size
-        lo = spec.rank * per_rank + sum(worker_batches(spec, i) for i in range(worker)) * spec.batch_size
-        return lo, lo + worker_batches(spec, worker) * spec.batch_size
-    n = spec.total
+def rank_share(rest: Sequence[int], world: int, rank: int, batch: int) -> Sequence[int]:
+    """`rank`'s contiguous run of whole batches of `rest` (the epoch's untrained positions, in plan order)."""
+    per_rank = len(rest) // (world * batch) * batch
+    return rest[rank * per_rank:(rank + 1) * per_rank]
+
+
+def worker_share(share: Sequence[int], workers: int, worker: int, batch: int) -> Sequence[int]:
+    """`worker`'s contiguous run of a rank's `share`: its round-robin count of the rank's batches."""
+    n, w = len(share) // batch, max(workers, 1)
+    lo = sum(n // w + (i < n % w) for i in range(worker)) * batch
+    return share[lo:lo + (n // w + (worker < n % w)) * batch]
+
+
+def eval_positions(spec: StreamSpec, worker: int) -> range:
+    """The positions this rank's `worker` scores: every sample once over ranks × workers."""
+    w, n = max(spec.workers, 1), spec.total
     rlo, rhi = spec.rank * n // spec.world, (spec.rank + 1) * n // spec.world
-    return rlo + worker * (rhi - rlo) // w, rlo + (worker + 1) * (rhi - rlo) // w
+    return range(rlo + worker * (rhi - rlo) // w, rlo + (worker + 1) * (rhi - rlo) // w)
+
+
+def buffered(items: Iterator, spec: StreamSpec, epoch: int, rank: int, worker: int) -> Iterator:
+    """The order a worker trains its items in, through its seeded shuffle buffer. The stream
+    passes its samples (one item per position, lost ones too), `untrained` their positions:
+    one RNG driven alike, so the replay knows what the stream consumed."""
+    return shuffled(items, spec.shuffle_buffer, random.Random(f"{spec.seed}/{epoch}/{rank}/{worker}/buffer"))
+
+
+def untrained(spec: StreamSpec, epoch: int, legs: tuple[tuple[int, int], ...]) -> Sequence[int]:
+    """The positions of `epoch`, in plan order, that the `legs` (world, batches per rank, in
+    order) left untrained: each leg dealt what the ones before it left, and its workers'
+    shuffle buffers are replayed on positions alone — nothing read or decoded."""
+    if spec.resampled:  # draws with replacement: only how many are left counts
+        return range(max(spec.epoch_size() - sum(w * k for w, k in legs) * spec.batch_size, 0))
+    rest: Sequence[int] = range(spec.total)
+    for world, k in legs:
+        taken: set[int] = set()
+        for rank, worker in itertools.product(range(world), range(max(spec.workers, 1))):
+            mine = worker_share(rank_share(rest, world, rank, spec.batch_size), spec.workers, worker, spec.batch_size)
+            order = buffered(iter(mine), spec, epoch, rank, worker)
+            taken.update(itertools.islice(order, consumed_by_worker(k, spec.workers, worker) * spec.batch_size))
+        rest = [p for p in rest if p not in taken]
+    return rest
 
 
 def shard_order(spec: StreamSpec, epoch: int) -> list[Shard]:
@@ -228,14 +274,16 @@ def shard_order(spec: StreamSpec, epoch: int) -> list[Shard]:
     return order
 
 
-def segments(order: list[Shard], lo: int, hi: int) -> list[tuple[Shard, int, int]]:
-    """(shard, first, stop) sample ranges that cover positions [lo, hi) of the ordered shards."""
+def pieces(order: list[Shard], wanted: Sequence[int]) -> list[tuple[Shard, list[int]]]:
+    """`wanted` (increasing positions of the ordered shards) as (shard, its sample indices), in order."""
     ends = list(itertools.accumulate(s.count for s in order))
-    out, i = [], bisect.bisect_right(ends, lo)
-    while lo < hi and i < len(order):
-        start = ends[i] - order[i].count
-        out.append((order[i], lo - start, min(hi, ends[i]) - start))
-        lo, i = ends[i], i + 1
+    out: list[tuple[Shard, list[int]]] = []
+    i = -1
+    for p in wanted:
+        if i < 0 or p >= ends[i]:
+            i = bisect.bisect_right(ends, p)
+            out.append((order[i], []))
+        out[-1][1].append(p - (ends[i] - order[i].count))
     return out
 
 
@@ -247,36 +295,47 @@ class _Reader:
         self.allowed = math.floor(spec.max_bad_fraction * planned)
         self.where = f"rank {spec.rank} worker {worker}"
 
-    def exact(self) -> Iterator[tuple[str, str, dict]]:
-        lo, hi = positions(self.spec, self.worker)
-        for shard, first, stop in segments(shard_order(self.spec, self.epoch), lo, hi):
-            yield from self._read(shard, first, stop)
+    def exact(self, wanted: Sequence[int]) -> Iterator[tuple[str, str, dict] | None]:
+        """One item per position of `wanted`, in order: its sample, or None where it is lost (so
+        the shuffle buffer sees every position, as `untrained` replays it)."""
+        for shard, indices in pieces(shard_order(self.spec, self.epoch), wanted):
+            yield from self._read(shard, indices)
 
-    def resampled(self) -> Iterator[tuple[str, str, dict]]:
-        rng = random.Random(f"{self.spec.seed}/{self.epoch}/{self.spec.rank}/{self.worker}/shards")
+    def resampled(self, leg: int = 0) -> Iterator[tuple[str, str, dict]]:
+        """Shards drawn with replacement; a later leg of the epoch (another world size) draws anew."""
+        again = f"/{leg}" if leg else ""
+        rng = random.Random(f"{self.spec.seed}/{self.epoch}/{self.spec.rank}/{self.worker}/shards{again}")
         shards = [s for s in self.spec.shards if s.count]  # RankStream refuses a spec without samples
         while True:
             shard = rng.choice(shards)
-            yield from self._read(shard, 0, shard.count)
+            yield from self._read(shard, list(range(shard.count)))
 
-    def _read(self, shard: Shard, first: int, stop: int) -> Iterator[tuple[str, str, dict]]:
+    def _read(self, shard: Shard, indices: list[int]) -> Iterator[tuple[str, str, dict] | None]:
+        """The samples at `indices` (increasing) of one shard; those it skips are read, never decoded."""
+        first, stop = indices[0], indices[-1] + 1
+        keep = None if len(indices) == stop - first else set(indices)
         n = 0
         try:
             for i, (key, fields) in enumerate(read_samples(shard.path)):
                 if i >= stop:
                     return
                 n = i + 1
-                if i >= first:
+                if i >= first and (keep is None or i in keep):
                     yield shard.path, key, fields
         except TruncatedShard as e:
-            self.lose(stop - max(first, e.samples), f"{e}")
+            yield from self._lost(indices, e.samples, f"{e}")
             return
         except FileNotFoundError:
-            self.lose(stop - first, f"shard {shard.path} vanished while training: restore it")
+            yield from self._lost(indices, 0, f"shard {shard.path} vanished while training: restore it")
             return
         if n < stop:  # fewer samples than the index says: the tar was cut at a member boundary
-            self.lose(stop - max(first, n), f"{shard.path} holds {n} samples, its index says {shard.count}: "
-                                             "re-write it with `neumeta-dist shards`")
+            yield from self._lost(indices, n, f"{shard.path} holds {n} samples, its index says {shard.count}: "
+                                              "re-write it with `neumeta-dist shards`")
+
+    def _lost(self, indices: list[int], read: int, why: str) -> Iterator[None]:
+        n = sum(1 for i in indices if i >= read)
+        self.lose(n, why)
+        yield from itertools.repeat(None, n)
 
     def lose(self, n: int, why: str) -> None:
         self.faults.lost += n
@@ -385,10 +444,20 @@ class Position:
 
 class ShardStream(IterableDataset):
     """Yields (x, y, faults, keys) batches of one rank: x uint8 (see `normalize`), `faults` the
-    worker's cumulative FaultCounts tensor for this epoch, prefixed with (epoch, worker)."""
+    worker's cumulative FaultCounts tensor for this epoch, prefixed with (epoch, worker).
+    `first` = (epoch, this rank's positions in it, legs before) where other world sizes trained
+    part of that epoch; every other epoch deals all its positions."""
 
-    def __init__(self, spec: StreamSpec, position: Position | None = None):
-        self.spec, self.position = spec, position or Position()
+    def __init__(self, spec: StreamSpec, position: Position | None = None,
+                 first: tuple[int, Sequence[int], int] | None = None):
+        self.spec, self.position, self.first = spec, position or Position(), first
+
+    def share(self, epoch: int) -> tuple[Sequence[int], int]:
+        """This rank's positions of `epoch`, and how many legs of other world sizes came before."""
+        spec = self.spec
+        if self.first is not None and self.first[0] == epoch:
+            return self.first[1:]
+        return rank_share(range(spec.epoch_size()), spec.world, spec.rank, spec.batch_size), 0
 
     def __iter__(self):
         info = get_worker_info()
@@ -399,16 +468,17 @@ class ShardStream(IterableDataset):
         worker = (info.id + skip) % info.num_workers if info else 0
         faults = FaultCounts()
         if spec.train:
-            planned = worker_batches(spec, worker)
-            reader = _Reader(spec, worker, epoch, faults, planned * spec.batch_size)
-            raw = reader.resampled() if spec.resampled else reader.exact()
-            rng = random.Random(f"{spec.seed}/{epoch}/{spec.rank}/{worker}/buffer")
-            raw = shuffled(raw, spec.shuffle_buffer, rng)
+            share, leg = self.share(epoch)
+            mine = worker_share(share, spec.workers, worker, spec.batch_size)
+            planned = len(mine) // spec.batch_size
+            reader = _Reader(spec, worker, epoch, faults, len(mine))
+            raw = reader.resampled(leg) if spec.resampled else reader.exact(mine)
+            raw = buffered(raw, spec, epoch, spec.rank, worker)
         else:
-            lo, hi = positions(spec, worker)
-            planned = math.ceil((hi - lo) / spec.batch_size)
-            reader = _Reader(spec, worker, epoch, faults, hi - lo)
-            raw = reader.exact()
+            mine = eval_positions(spec, worker)
+            planned = math.ceil(len(mine) / spec.batch_size)
+            reader = _Reader(spec, worker, epoch, faults, len(mine))
+            raw = reader.exact(mine)
             skip = 0
         yield from self._batches(raw, reader, planned, consumed_by_worker(skip, spec.workers, worker)
                                  if spec.train else 0, epoch, worker)
@@ -421,7 +491,7 @@ class ShardStream(IterableDataset):
                 continue
             rng = random.Random(f"{spec.seed}/{epoch}/{spec.rank}/{worker}/{b}/augment")
             images, labels, keys = [], [], []
-            for shard, key, fields in chunk:
+            for shard, key, fields in filter(None, chunk):  # None: a lost sample, counted by the reader
                 try:
                     img, label = decode(fields, spec.decode, spec.channels)
                     images.append(transform(img, spec, rng))
@@ -447,12 +517,13 @@ class ShardStream(IterableDataset):
                             "re-write them with `neumeta-dist shards`")
 
 
-def make_loader(spec: StreamSpec, position: Position, persistent: bool, pin_memory: bool) -> DataLoader:
+def make_loader(spec: StreamSpec, position: Position, persistent: bool, pin_memory: bool,
+                first: tuple[int, Sequence[int], int] | None = None) -> DataLoader:
     import PIL.Image  # noqa: F401  imported once here, so forked workers inherit them instead of
     import torchvision.io  # noqa: F401  each paying seconds of imports on its first batch
     import torchvision.transforms.v2.functional  # noqa: F401
     workers = spec.workers
-    return DataLoader(ShardStream(spec, position), batch_size=None, num_workers=workers,
+    return DataLoader(ShardStream(spec, position, first), batch_size=None, num_workers=workers,
                       persistent_workers=persistent and workers > 0, pin_memory=pin_memory)
 
 
@@ -464,18 +535,25 @@ def one_line(e: Exception) -> str:
 
 
 class RankStream:
-    """Endless training batches (x uint8, y) of this rank over epochs, starting `start` batches in."""
+    """Endless training batches (x uint8, y) of this rank over epochs, from `start`: a data
+    position (whatever world sizes trained its epoch so far), or batches per rank of this world."""
 
-    def __init__(self, spec: StreamSpec, start: int = 0, missing: int = 0, pin_memory: bool = False):
+    def __init__(self, spec: StreamSpec, start: DataPosition | int = 0, missing: int = 0, pin_memory: bool = False):
         self.spec, self.missing = spec, missing
         self.per_epoch = spec.rank_batches()
         if self.per_epoch < 1 or spec.total < 1:
             raise DataError(f"{spec.total} training samples give no whole batch per rank (world {spec.world} × "
                             f"batch {spec.batch_size}): use more shards or a smaller data.batch_size")
+        world, batch = spec.world, spec.batch_size
+        if isinstance(start, int):
+            start = DataPosition.from_batches(start, self.per_epoch, world, batch)
+        start = start.advance(0, spec.epoch_size(), world, batch)
+        before, skip = start.current_leg(world)
+        first = (start.epoch, rank_share(untrained(spec, start.epoch, before), world, spec.rank, batch), len(before))
         self.position = Position()
-        self.epoch, skip = divmod(start, self.per_epoch)
+        self.epoch = start.epoch
         self.position.epoch.value, self.position.skip.value = self.epoch, skip
-        self.loader = make_loader(spec, self.position, persistent=True, pin_memory=pin_memory)
+        self.loader = make_loader(spec, self.position, persistent=True, pin_memory=pin_memory, first=first)
         self.it = iter(self.loader)
         self.faults: dict[tuple[int, int], torch.Tensor] = {}
         self.keys: list[str] = []
