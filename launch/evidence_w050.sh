@@ -6,9 +6,9 @@
 #
 # Setting: configs/fashion_mnist_resnet20_w050.yaml — ResNet-20 at width 0.5 (8/16/32),
 # trained widths 0.5/0.75/1.0, held-out widths between them, 0.25/0.375 outside. Rows: NeuMeta's
-# relative coordinates (full), each candidate change (nested, nested_size_noise, inplace_kd,
-# inr128 by default; kd, cosine, continue_stream, no_incremental_inr128 too with ROWS="…":
-# configs/ablations_w050/), the recipe without incremental stages, naive all-layer NeuMeta, the universally slimmable
+# relative coordinates (full), each candidate change (nested, nested_size_noise, inr128 by
+# default; inplace_kd, kd, cosine, continue_stream too with ROWS="…": configs/ablations_w050/),
+# the recipe without incremental stages (64 × 2 and 128 × 3 heads), naive all-layer NeuMeta, the universally slimmable
 # network (same image passes as the pipeline) and the individually trained networks (the
 # teacher's recipe) at 0.25/0.5/0.75. Extra overrides apply to every row: on a GPU,
 # `model.width=1.0` runs the full 16/32/64 network and STEPS_PER_STAGE=1500 ≈ the authors'
@@ -29,7 +29,7 @@ T="teacher.checkpoint=$RUNS/full/teacher/teacher.pt"
 B="train.max_steps=$S"
 B6="train.max_steps=$(( 6 * S ))"
 # The INR rows besides `full` (configs/ablations_w050/<row>.yaml); ROWS="…" runs a subset.
-ROWS=${ROWS:-"nested nested_size_noise inplace_kd inr128 no_incremental neumeta_all_layers"}
+ROWS=${ROWS:-"nested nested_size_noise inr128 no_incremental no_incremental_inr128 neumeta_all_layers"}
 job() {  # job NAME COMMAND...: in the background, log in RUNS/logs/NAME.log
   local name=$1; shift
   "$@" > "$RUNS/logs/$name.log" 2>&1 && echo "$name: done" || echo "$name: FAILED (see $RUNS/logs/$name.log)"
