@@ -130,8 +130,14 @@ def write_report(run_dirs: list[Path], individual: Path | None, out: Path, comma
     store = out.parent / "results"
     store.mkdir(exist_ok=True)
     every = [*zip(run_dirs, results), *((d, r) for label in seeds for d, r in zip(seeds[label], groups[label]))]
+    names: dict[str, Path] = {}
     for d, r in every:
-        shutil.copyfile(RunDir(d).results_json, store / f"{r['dataset']}_{r['model']}_{r['recipe']}.json")
+        name = f"{r['dataset']}_{r['model']}_{r['recipe']}.json"
+        if names.setdefault(name, Path(d)) != Path(d):  # one JSON would overwrite another's
+            raise ValueError(f"{d} and {names[name]} are both recipe {r['recipe']!r}: re-run one with its own "
+                             "recipe.name (and `neumeta-dist eval`) so that each keeps its JSON")
+    for name, d in names.items():
+        shutil.copyfile(RunDir(d).results_json, store / name)
     if ind:
         shutil.copyfile(individual, store / f"{ind['dataset']}_{ind['model']}_individual.json")
     suffix = "" if x == "compression" else f"_{x}"

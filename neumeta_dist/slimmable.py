@@ -162,7 +162,8 @@ def run(cfg: Config, steps: int | None = None) -> dict:
     results = {"teacher": {"accuracy": teacher["accuracy"] if teacher and teacher["accuracy"] is not None
                                        else full["accuracy"],
                            "params": parameter_count(family, family.full_sizes())},
-               "widths": results, "dataset": splits.name, "model": family.name, "recipe": "slimmable",
+               "widths": results, "dataset": splits.name, "model": family.name,
+               "recipe": f"slimmable_seed{cfg.train.seed}" if cfg.train.seed else "slimmable",  # one row per seed
                "stages_completed": 1, "stages_planned": 1, "generated_layers": [],
                **provenance.record(config=cfg.to_dict(), seed=cfg.train.seed, steps=steps,
                                    images=steps * cfg.data.batch_size * cfg.train.widths_per_step,

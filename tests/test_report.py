@@ -76,3 +76,16 @@ def test_seed_groups_give_mean_and_spread_per_width_and_their_jsons_are_kept(tmp
     assert "| nsn (0, 1) | 0.6000 ± 0.1414 | 0.8000 ± 0.0000 | 0.9100 ± 0.0141 |" in text
     assert json.loads((out.parent / "results" / "fashion-mnist_resnet20_nsn_seed1.json").read_text())["seed"] == 1
 
+
+
+def test_two_runs_of_one_recipe_are_refused_rather_than_one_json_overwriting_the_other(tmp_path):
+    import pytest
+    dirs = []
+    for name in ("a", "b"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(_row("slimmable", KINDS, [0.5, 0.8, 0.9])))
+        dirs.append(d)
+    with pytest.raises(ValueError, match="both recipe 'slimmable': re-run one with its own recipe.name"):
+        write_report(dirs[:1], None, tmp_path / "r.md", {}, seeds={"s": dirs})
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
