@@ -135,17 +135,20 @@ def cmd_train(args) -> None:
                 *args.overrides])
 
 
+def _pair(text: str, expected: str) -> tuple[str, str]:
+    """`key=value` of a repeatable option, both non-empty (the key stripped)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
+    return key.strip(), value
+
+
 def _recipe_command(text: str) -> tuple[str, str]:
-    recipe, sep, command = text.partition("=")
-    if not sep or not recipe.strip() or not command.strip():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected recipe=command, e.g. full='launch/evidence.sh runs 300'")
-    return recipe.strip(), command
+    return _pair(text, "recipe=command, e.g. full='launch/evidence.sh runs 300'")
 
 
 def _seed_group(text: str) -> tuple[str, list[Path]]:
-    label, sep, dirs = text.partition("=")
-    if not sep or not label or not dirs:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=DIR,DIR,… (run directories of one method)")
+    label, dirs = _pair(text, "LABEL=DIR,DIR,… (run directories of one method)")
     return label, [opt.existing_dir(d) for d in dirs.split(",")]
 
 
