@@ -23,6 +23,13 @@ import torch
 TRACE_ENV, KILL_ENV = "NEUMETA_TRACE_DIR", "NEUMETA_SIGKILL_AT_STEP"
 
 
+def read_trace(folder: Path, rank: int) -> dict[tuple[int, int, int], list[str]]:
+    """A rank's trace: (stage, step, micro) → image fingerprints; a step replayed after a crash
+    keeps its last record."""
+    lines = (Path(folder) / f"samples_rank{rank}.txt").read_text().splitlines()
+    return {tuple(map(int, l.split()[:3])): l.split()[3].split(",") for l in lines}
+
+
 class Callback:
     """What the stage loop reports, as hooks (no-ops here): the loop calls each at one place and
     knows nothing of what listens. `from_env` picks the test probe when the environment asks."""

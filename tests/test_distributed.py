@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from neumeta_dist.config import load_config
+from neumeta_dist.probe import read_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -221,9 +222,7 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 def _trace(run: Path, rank: int, folder: str = "trace") -> dict[tuple[int, int, int], list[str]]:
-    """(stage, step, micro) → image fingerprints; a step replayed after a crash keeps its last record."""
-    lines = (run / folder / f"samples_rank{rank}.txt").read_text().splitlines()
-    return {tuple(map(int, l.split()[:3])): l.split()[3].split(",") for l in lines}
+    return read_trace(run / folder, rank)
 
 
 def _task_loss(run: Path, state: dict) -> float:

@@ -20,6 +20,7 @@ import pytest
 from neumeta_dist.data import load_splits
 from neumeta_dist.data.position import DataPosition
 from neumeta_dist.data.stream import RankStream
+from neumeta_dist.probe import read_trace
 from test_stream import _data, _truncate, _write
 
 BATCH = 4
@@ -161,8 +162,7 @@ def _teacher(run: Path, shards: Path, nproc: int, trace: str, kill_at: int = 0) 
 
 def _prints(trace: Path, rank: int) -> dict[int, list[str]]:
     """Step → the fingerprints of the images rank `rank` trained in it (stage 0)."""
-    lines = (trace / f"samples_rank{rank}.txt").read_text().split()
-    return {int(step): prints.split(",") for _, step, _, prints in zip(*[iter(lines)] * 4)}
+    return {step: prints for (_, step, _), prints in read_trace(trace, rank).items()}
 
 
 def test_shard_teacher_killed_mid_epoch_on_two_processes_resumes_on_one_training_each_sample_once(tmp_path):
