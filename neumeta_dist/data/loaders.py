@@ -55,22 +55,51 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
     return Splits(train, val, test, len(index["classes"]), index["channels"], size, index["name"])
 
 
-class TensorBatches:
+class _Positioned:
+    """What both kinds of training batches know of their place in the epochs: the `DataPosition`
+    they started from, the batches handed out since, and the schedule's view of them."""
+
+    def _start_at(self, start: DataPosition | int, n: int, per_epoch: int, world: int, batch: int) -> None:
+        self.n, self.per_epoch, self.world, self.batch = n, per_epoch, world, batch
+        self.start = start if isinstance(start, DataPosition) else DataPosition.from_batches(
+            start, per_epoch, world, batch)
+        self.taken = 0
+
+    @property
+    def position(self) -> DataPosition:
+        """Where the batches handed out so far leave the epoch (the same on every rank)."""
+        return self.start.advance(self.taken, self.n, self.world, self.batch)
+
+    def batches_done(self) -> float:
+        """The training done, in batches per rank of this world (fractional after a resize): what
+        a schedule follows so that it continues across a change of world size."""
+        pos = self.position
+        return pos.epoch * self.per_epoch + pos.consumed / (self.world * self.batch)
+
+    def batches_until(self, epoch: int) -> int:
+        """Batches per rank from here to the start of `epoch` (0 when it is reached)."""
+        pos = self.position
+        if pos.epoch >= epoch:
+            return 0
+        return pos.rank_batches(self.n, self.world, self.batch) + (epoch - pos.epoch - 1) * self.per_epoch
+
+    def __iter__(self):
+        return self
+
+
+class TensorBatches(_Positioned):
     """Endless batches of an in-memory dataset on this rank, from any `DataPosition`: the order
     of epoch e is a permutation seeded with `train.seed + e` (Accelerate's seedable sampler, so
     runs keep their batches), dealt over the ranks as position.py says."""
 
     def __init__(self, cfg: Config, accelerator, data: TensorDataset, start: DataPosition | int):
-        self.tensors, self.n, self.batch = data.tensors, len(data), cfg.data.batch_size
-        self.rank, self.world, self.device = accelerator.process_index, accelerator.num_processes, accelerator.device
+        n, batch, world = len(data), cfg.data.batch_size, accelerator.num_processes
+        if n // (world * batch) < 1:
+            raise DataError(f"{n} training samples give no whole batch per rank (world {world} × batch "
+                            f"{batch}): use more data or a smaller data.batch_size")
+        self._start_at(start, n, n // (world * batch), world, batch)
+        self.tensors, self.rank, self.device = data.tensors, accelerator.process_index, accelerator.device
         self.seed = cfg.train.seed
-        self.per_epoch = self.n // (self.world * self.batch)
-        if self.per_epoch < 1:
-            raise DataError(f"{self.n} training samples give no whole batch per rank (world {self.world} × batch "
-                            f"{self.batch}): use more data or a smaller data.batch_size")
-        self.start = start if isinstance(start, DataPosition) else DataPosition.from_batches(
-            start, self.per_epoch, self.world, self.batch)
-        self.taken = 0
         self.it = self._batches()
 
     def order(self, epoch: int) -> torch.Tensor:
@@ -86,20 +115,6 @@ class TensorBatches:
                 yield tuple(t[idx].to(self.device) for t in self.tensors)
             pos = DataPosition(pos.epoch + 1, 0)
 
-    @property
-    def position(self) -> DataPosition:
-        """Where the batches handed out so far leave the epoch (the same on every rank)."""
-        return self.start.advance(self.taken, self.n, self.world, self.batch)
-
-    def batches_done(self) -> float:
-        return _batches_done(self.position, self.per_epoch, self.world * self.batch)
-
-    def batches_until(self, epoch: int) -> int:
-        return _batches_until(self.position, epoch, self.n, self.per_epoch, self.world, self.batch)
-
-    def __iter__(self):
-        return self
-
     def __next__(self):
         self.taken += 1
         return next(self.it)
@@ -108,32 +123,15 @@ class TensorBatches:
         return {}
 
 
-class ShardBatches:
+class ShardBatches(_Positioned):
     """RankStream on the accelerator's device, with fault counts summed over ranks."""
 
     def __init__(self, cfg: Config, accelerator, data: ShardSet, start: DataPosition | int):
         self.spec = data.spec(True, cfg.data.batch_size, accelerator.process_index, accelerator.num_processes)
         self.device = accelerator.device
-        self.per_epoch, self.n = self.spec.rank_batches(), self.spec.epoch_size()
-        self.start = start if isinstance(start, DataPosition) else DataPosition.from_batches(
-            start, self.per_epoch, self.spec.world, self.spec.batch_size)
-        self.taken = 0
+        self._start_at(start, self.spec.epoch_size(), self.spec.rank_batches(), self.spec.world, self.spec.batch_size)
         self.stream = RankStream(self.spec, self.start, sum(s.count for s in data.shards.missing),
                                  pin_memory=self.device.type == "cuda")
-
-    def __iter__(self):
-        return self
-
-    @property
-    def position(self) -> DataPosition:
-        """Where the batches handed out so far leave the epoch (the same on every rank)."""
-        return self.start.advance(self.taken, self.n, self.spec.world, self.spec.batch_size)
-
-    def batches_done(self) -> float:
-        return _batches_done(self.position, self.per_epoch, self.spec.world * self.spec.batch_size)
-
-    def batches_until(self, epoch: int) -> int:
-        return _batches_until(self.position, epoch, self.n, self.per_epoch, self.spec.world, self.spec.batch_size)
 
     def __next__(self):
         x, y = next(self.stream)
@@ -148,19 +146,6 @@ class ShardBatches:
             # without `cpu=True` (distributed_type NO, yet world size > 1)
             torch.distributed.all_reduce(counts)
         return FaultCounts(*map(int, counts.cpu())).scalars(missing=self.stream.missing)
-
-
-def _batches_done(pos: DataPosition, per_epoch: int, global_batch: int) -> float:
-    """The training done, in batches per rank of this world (fractional after a resize): what a
-    schedule follows so that it continues across a change of world size."""
-    return pos.epoch * per_epoch + pos.consumed / global_batch
-
-
-def _batches_until(pos: DataPosition, epoch: int, n: int, per_epoch: int, world: int, batch: int) -> int:
-    """Batches per rank from `pos` to the start of `epoch` (0 when it is reached)."""
-    if pos.epoch >= epoch:
-        return 0
-    return pos.rank_batches(n, world, batch) + (epoch - pos.epoch - 1) * per_epoch
 
 
 def train_batches(cfg: Config, accelerator, data, start: DataPosition | int = 0) -> TensorBatches | ShardBatches:
