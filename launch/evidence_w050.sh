@@ -12,7 +12,8 @@
 # network (same image passes as the pipeline) and the individually trained networks (the
 # teacher's recipe) at 0.25/0.5/0.75. Extra overrides apply to every row: on a GPU,
 # `model.width=1.0` runs the full 16/32/64 network and STEPS_PER_STAGE=1500 ≈ the authors'
-# budget per block. Rows run concurrently: size OMP_NUM_THREADS so rows × threads ≤ cores.
+# budget per block. JOBS rows run at a time (default: cores / OMP_NUM_THREADS); each row's wall
+# and CPU seconds go to RUNS/times.tsv.
 set -euo pipefail
 RUNS=${1:?usage: launch/evidence_w050.sh RUNS_DIR STEPS_PER_STAGE [key=value ...]}
 S=${2:?steps per stage}
@@ -28,17 +29,34 @@ mkdir -p "$RUNS/logs"
 T="teacher.checkpoint=$RUNS/full/teacher/teacher.pt"
 B="train.max_steps=$S"
 B6="train.max_steps=$(( 6 * S ))"
-# The INR rows besides `full` (configs/ablations_w050/<row>.yaml); ROWS="…" runs a subset.
-ROWS=${ROWS:-"nested nested_size_noise inr128 no_incremental no_incremental_inr128 neumeta_all_layers"}
-job() {  # job NAME COMMAND...: in the background, log in RUNS/logs/NAME.log
-  local name=$1; shift
+# The INR rows besides `full` (configs/ablations_w050/<row>.yaml), longest first so the
+# slots pack; ROWS="…" runs a subset.
+ROWS=${ROWS:-"no_incremental_inr128 neumeta_all_layers inr128 no_incremental nested nested_size_noise"}
+# Rows at a time: one per OMP_NUM_THREADS cores (on a GPU, JOBS=… shares it among rows).
+JOBS=${JOBS:-$(( $(nproc) / OMP_NUM_THREADS > 0 ? $(nproc) / OMP_NUM_THREADS : 1 ))}
+: > "$RUNS/times.tsv"
+job() {  # job NAME COMMAND...: log in RUNS/logs/NAME.log; wall and CPU seconds in RUNS/times.tsv
+  local name=$1 t0 cpu; shift
+  t0=$(date +%s)
   "$@" > "$RUNS/logs/$name.log" 2>&1 && echo "$name: done" || echo "$name: FAILED (see $RUNS/logs/$name.log)"
+  # `times` line 2: this subshell's children (the row's processes), user and system CPU;
+  # written to a file, as a pipe would run it in a fresh subshell with no children
+  times > "$RUNS/logs/$name.times"
+  cpu=$(awk 'NR == 2 {for (i = 1; i <= 2; i++) {split($i, a, /[ms]/); t += a[1] * 60 + a[2]} printf "%.0f", t}' "$RUNS/logs/$name.times")
+  printf '%s\t%d\t%s\n' "$name" $(( $(date +%s) - t0 )) "$cpu" >> "$RUNS/times.tsv"
+}
+slot() {  # wait for a free slot among JOBS running rows
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
 }
 start=$(date +%s)
-job teacher $LAUNCH --config $BASE run_dir="$RUNS/full" "$@" --stage 0
+# The individual networks need no teacher: they train beside it.
+job teacher $LAUNCH --config $BASE run_dir="$RUNS/full" "$@" --stage 0 & teacher=$!
+job individual $CLI individual --config $BASE --widths 0.25,0.5,0.75 run_dir="$RUNS/individual" "$@" &
+wait $teacher
 echo "teacher: $(( $(date +%s) - start )) s"
-job full $LAUNCH --config $BASE run_dir="$RUNS/full" $B "$@" &
+slot; job slimmable $CLI slimmable --config $A/slimmable.yaml run_dir="$RUNS/slimmable" $T $B "$@" &
 for row in $ROWS; do
+  slot
   case $row in
     full|slimmable|individual) ;;
     no_incremental*|neumeta_all_layers)  # one stage: the same total steps
@@ -46,10 +64,10 @@ for row in $ROWS; do
     *) job $row $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$row" $T $B "$@" & ;;
   esac
 done
-job slimmable $CLI slimmable --config $A/slimmable.yaml run_dir="$RUNS/slimmable" $T $B "$@" &
-job individual $CLI individual --config $BASE --widths 0.25,0.5,0.75 run_dir="$RUNS/individual" "$@" &
+slot; job full $LAUNCH --config $BASE run_dir="$RUNS/full" $B "$@" &
 wait
 echo "rows: $(( $(date +%s) - start )) s"
 $CLI report --runs $(for r in full $ROWS slimmable; do [ -f "$RUNS/$r/results.json" ] && echo "$RUNS/$r"; done) \
   --individual "$RUNS/individual/individual.json" --out "$RUNS/table.md"
+printf 'total\t%d\t\n' $(( $(date +%s) - start )) >> "$RUNS/times.tsv"
 echo "total: $(( $(date +%s) - start )) s"
