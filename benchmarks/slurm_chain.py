@@ -45,7 +45,7 @@ def main() -> None:
     env = {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     load_before = os.getloadavg()
     t0 = time.time()
-    out = subprocess.run([sys.executable, str(ROOT / "launch/submit.py"), "--config", str(ROOT / "configs/demo.yaml"),
+    out = subprocess.run([sys.executable, str(ROOT / "launch/submit.py"), "--config", str(ROOT / "configs/blockwise.yaml"),
                           "--profile", args.profile, "--wait", *TINY, f"run_dir={run_dir}"],
                          capture_output=True, text=True, env=env, timeout=1800, check=False)
     total = time.time() - t0

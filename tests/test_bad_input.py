@@ -25,7 +25,7 @@ from neumeta_dist import cli, pipeline, submit
 from neumeta_dist.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "configs" / "demo.yaml")
+DEMO = str(ROOT / "configs" / "blockwise.yaml")
 BIN = Path(sys.executable).parent
 # submit.py counts the plan's stages, which loads the data: the synthetic set, small
 TINY = ["data.dataset=synthetic", "data.train_limit=64", "data.test_limit=32", "model.width=0.25",
@@ -431,7 +431,7 @@ def test_accelerate_launch_quiet_leaves_our_one_line_alone(tmp_path):
                           "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "launch/train.py"),
                           "--config", DEMO, "train.log_every=0", f"run_dir={tmp_path / 'run'}"],
                          capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)
-    _one_line(out, "train.log_every=0", "demo.yaml")
+    _one_line(out, "train.log_every=0", "blockwise.yaml")
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 

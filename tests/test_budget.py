@@ -96,7 +96,7 @@ def run(tmp_path_factory) -> Path:
             "recipe.warmup_steps=0", "train.max_steps=2", "train.widths_per_step=2", "inr.hidden=16",
             "inr.layers=1", "inr.num_freqs=4", "eval.widths=[0.5,0.75,1.0]", "eval.calib_samples=64"]
     env = {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, str(ROOT / "launch/train.py"), "--config", str(ROOT / "configs/demo.yaml"),
+    out = subprocess.run([sys.executable, str(ROOT / "launch/train.py"), "--config", str(ROOT / "configs/blockwise.yaml"),
                           *args, f"run_dir={root / 'run'}"], capture_output=True, text=True, env=env, cwd=ROOT,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -62,7 +62,7 @@ def launch(mode: str, run_dir: Path, *args: str, nproc: int = 2, env: dict | Non
            check: bool = True) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "accelerate"), "launch", "--config_file", f"configs/accelerate/{mode}.yaml",
            "--num_processes", str(nproc), "--mixed_precision", "no", "launch/train.py",
-           "--config", "configs/demo.yaml", *DIST, f"train.teacher_mode={TEACHER[mode]}", *args,
+           "--config", "configs/blockwise.yaml", *DIST, f"train.teacher_mode={TEACHER[mode]}", *args,
            f"run_dir={run_dir}"]  # args win
     env = {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1", "NEUMETA_TRACE_DIR": str(run_dir / "trace"),
            **(env or {})}
@@ -85,7 +85,7 @@ def launch_machines(run_dir: Path, *args: str, env: dict | None = None) -> list[
     from neumeta_dist.slurm import Rendezvous, accelerate_command, load_profile
     prof = dataclasses.replace(load_profile(ROOT / "slurm/local.yaml"), nodes=2)
     port = free_port()
-    train_args = ["--config", "configs/demo.yaml", *args, *DIST, "train.teacher_mode=replicated", f"run_dir={run_dir}"]
+    train_args = ["--config", "configs/blockwise.yaml", *args, *DIST, "train.teacher_mode=replicated", f"run_dir={run_dir}"]
     env = {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1", "NEUMETA_TRACE_DIR": str(run_dir / "trace"),
            **(env or {})}
     logs = run_dir / "machines" / str(len(list((run_dir / "machines").glob("*"))))  # one folder per launch

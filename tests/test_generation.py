@@ -184,7 +184,7 @@ def test_two_process_training_with_coordinate_parallel_generation_lowers_the_los
     rank generating half the rows of every micro-batch's network."""
     cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "launch/train.py"),
-           "--config", str(ROOT / "configs/demo.yaml"), *TINY, "smoothing.enabled=false",
+           "--config", str(ROOT / "configs/blockwise.yaml"), *TINY, "smoothing.enabled=false",
            "recipe.incremental=false", "recipe.warmup_steps=50", "train.generation=coordinate_parallel",
            f"run_dir={tmp_path}"]  # --multi_gpu: accelerate's torchrun launcher, on CPU too
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)

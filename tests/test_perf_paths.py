@@ -180,7 +180,7 @@ def test_a_stage_trains_under_bf16_channels_last_and_fused_settings(tmp_path):
                  "train.widths_per_step=2", "recipe.units_per_stage=9", "recipe.warmup_steps=0", "meta.norm=skipinit",
                  "eval.widths=[0.5,1.0]",
                  "train.precision=bf16", "train.channels_last=true", "loss.kd=1.0", f"run_dir={tmp_path}"]
-    cfg = load_config("configs/demo.yaml", overrides)
+    cfg = load_config("configs/blockwise.yaml", overrides)
     run(cfg, only_stage=0)
     run(cfg, only_stage=1)
     final = torch.load(tmp_path / "stage_1" / "final.pt", weights_only=False)

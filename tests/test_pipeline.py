@@ -37,7 +37,7 @@ def _env():
 def train(run_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "accelerate"), "launch", "--num_processes", "1", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "launch/train.py"),
-           "--config", str(ROOT / "configs/demo.yaml"), *TINY, *args, f"run_dir={run_dir}"]  # args win
+           "--config", str(ROOT / "configs/blockwise.yaml"), *TINY, *args, f"run_dir={run_dir}"]  # args win
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
     if check and out.returncode != 0:
         raise AssertionError(f"training failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -59,7 +59,7 @@ def run(tmp_path_factory) -> Path:
 
 
 def test_plan_prints_each_stage_with_its_new_blocks():
-    out = cli("plan", "--config", str(ROOT / "configs/demo.yaml"), *TINY)
+    out = cli("plan", "--config", str(ROOT / "configs/blockwise.yaml"), *TINY)
     assert out.returncode == 0, out.stderr
     assert "| 1 | layer1.1, layer1.2, layer2.1 |" in out.stdout
     assert "| 2 | layer2.2, layer3.1, layer3.2 |" in out.stdout
@@ -207,7 +207,7 @@ def test_teacher_stopped_by_sigterm_exits_75_and_resumes_to_the_uninterrupted_te
     from neumeta_dist.distributed.preemption import EXIT_STATUS
 
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "launch/train.py"), "--config", str(ROOT / "configs/demo.yaml"), *TINY,
+    cmd = [sys.executable, str(ROOT / "launch/train.py"), "--config", str(ROOT / "configs/blockwise.yaml"), *TINY,
            "teacher.save_every=4", "--stage", "0", f"run_dir={run_dir}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
     with deadline(300):  # the first checkpoint (step 4 of 95): the training loop runs

@@ -131,7 +131,7 @@ def test_each_step_samples_full_width_first_and_with_sandwich_the_narrowest_seco
     from neumeta_dist.config import load_config
     from neumeta_dist.train import step_rng
 
-    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    demo = Path(__file__).resolve().parents[1] / "configs" / "blockwise.yaml"
     for sandwich in (True, False):
         cfg = load_config(demo, [f"train.sandwich={str(sandwich).lower()}", "meta.min_width=0.5"])
         widths = [[step_rng(cfg, s, m, 0)[0] for m in range(4)] for s in range(50)]

@@ -48,7 +48,7 @@ def cluster():
 def submit(run_dir: Path, *args: str, timeout: float = WAIT_S) -> subprocess.CompletedProcess:
     env = {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, str(ROOT / "launch/submit.py"), "--config", str(ROOT / "configs/demo.yaml"),
+    cmd = [sys.executable, str(ROOT / "launch/submit.py"), "--config", str(ROOT / "configs/blockwise.yaml"),
            "--profile", str(ROOT / "slurm/local.yaml"), *args, *TINY, f"run_dir={run_dir}"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
     print(f"$ submit.py {' '.join(args)}\n{out.stdout}{out.stderr}")  # the job tables, with pytest -s
@@ -186,7 +186,7 @@ def test_a_failed_stage_cancels_its_dependants_and_is_reported_with_its_log(chai
 # Without a cluster: what a job would be asked for, and how it starts Accelerate.
 
 def test_dry_run_prints_every_profile_field_as_sbatch_options_and_submits_nothing(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "launch/submit.py"), "--config", str(ROOT / "configs/demo.yaml"),
+    out = subprocess.run([sys.executable, str(ROOT / "launch/submit.py"), "--config", str(ROOT / "configs/blockwise.yaml"),
                           "--profile", str(ROOT / "slurm/example_gpu.yaml"), "--dry-run", "--stages", "1:2", *TINY,
                           f"run_dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=ROOT, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})

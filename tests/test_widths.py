@@ -12,7 +12,7 @@ from neumeta_dist.models import build_family
 from neumeta_dist.recipe import generated_layers, metamorphic_groups
 from neumeta_dist.widths import TrainingWidths
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "blockwise.yaml"
 W050 = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist_resnet20_w050.yaml"
 
 

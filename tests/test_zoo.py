@@ -166,6 +166,6 @@ def test_a_zoo_teacher_is_scored_once_by_stage_0_and_kept_in_the_run(tmp_path):
 
 def _train(run_dir: Path, args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "launch/train.py"), "--config", str(ROOT / "configs/demo.yaml"),
+    return subprocess.run([sys.executable, str(ROOT / "launch/train.py"), "--config", str(ROOT / "configs/blockwise.yaml"),
                            "--stage", "0", *args, f"run_dir={run_dir}"], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=300)
