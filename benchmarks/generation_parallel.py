@@ -38,7 +38,7 @@ from neumeta_dist.models import build_family
 from neumeta_dist.models.family import Teacher
 from neumeta_dist.distributed.coordinate_parallel import generation_strategy
 
-INRS = {"demo": dict(hidden=64, layers=2, num_freqs=8),  # configs/demo.yaml
+INRS = {"demo": dict(hidden=64, layers=2, num_freqs=8),  # configs/blockwise.yaml (the demo's until 2026-12-01)
         "large": dict(hidden=256, layers=4, num_freqs=16)}  # benchmarks/generation_cpu.py's default
 MODES = ("replicated", "coordinate_parallel")
 
