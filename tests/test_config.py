@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from neumeta_dist.config import Config, ConfigError, load_config
+from neumeta_dist.config import Config, ConfigError, _read_yaml_chain, load_config
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -47,7 +47,7 @@ def test_every_shipped_config_loads_and_holds_the_values_its_file_sets(path):
 
 
 def test_demo_config_keeps_defaults_for_what_it_does_not_set():
-    raw = yaml.safe_load(DEMO.read_text())
+    raw = _read_yaml_chain(DEMO)  # the demo and its base chain
     cfg, default = load_config(DEMO), Config()
     unset = [f"{s}.{f.name}" for s in ("data", "model", "loss", "train", "eval")
              for f in dataclasses.fields(getattr(default, s)) if f.name not in (raw.get(s) or {})]
