@@ -13,7 +13,8 @@
 # teacher's recipe) at 0.25/0.5/0.75. Extra overrides apply to every row: on a GPU,
 # `model.width=1.0` runs the full 16/32/64 network and STEPS_PER_STAGE=1500 ≈ the authors'
 # budget per block. JOBS rows run at a time (default: cores / OMP_NUM_THREADS); each row's wall
-# and CPU seconds go to RUNS/times.tsv.
+# and CPU seconds go to RUNS/times.tsv. SEEDS="1 2" adds the seed rows of the best INR recipe and
+# the slimmable network.
 set -euo pipefail
 RUNS=${1:?usage: launch/evidence_w050.sh RUNS_DIR STEPS_PER_STAGE [key=value ...]}
 S=${2:?steps per stage}
@@ -31,6 +32,7 @@ B="train.max_steps=$S"
 B6="train.max_steps=$(( 6 * S ))"
 # The INR rows besides `full` (configs/ablations_w050/<row>.yaml), longest first so the
 # slots pack; ROWS="…" runs a subset.
+SEEDS=${SEEDS:-}
 ROWS=${ROWS:-"no_incremental_inr128 neumeta_all_layers inr128 no_incremental nested nested_size_noise"}
 # Rows at a time: one per OMP_NUM_THREADS cores (on a GPU, JOBS=… shares it among rows).
 JOBS=${JOBS:-$(( $(nproc) / OMP_NUM_THREADS > 0 ? $(nproc) / OMP_NUM_THREADS : 1 ))}
@@ -65,9 +67,21 @@ for row in $ROWS; do
   esac
 done
 slot; job full $LAUNCH --config $BASE run_dir="$RUNS/full" $B "$@" &
+# SEEDS="1 2": the best INR row and the slimmable network again with those seeds (not in the
+# 2.5 h budget: ~30 + ~45 CPU-min a seed), tabled as mean ± sd over seed 0 and them
+for s in $SEEDS; do
+  slot; job slimmable_seed$s $CLI slimmable --config $A/slimmable.yaml run_dir="$RUNS/slimmable_seed$s" $T $B \
+    train.seed=$s recipe.name=slimmable_seed$s "$@" &
+  slot; job no_incremental_inr128_seed$s $LAUNCH --config $A/no_incremental_inr128.yaml \
+    run_dir="$RUNS/no_incremental_inr128_seed$s" $T $B6 train.seed=$s recipe.name=no_incremental_inr128_seed$s "$@" &
+done
 wait
 echo "rows: $(( $(date +%s) - start )) s"
+seeds=()
+for r in no_incremental_inr128 slimmable; do
+  [ -n "$SEEDS" ] && seeds+=(--seeds "$r=$RUNS/$r$(for s in $SEEDS; do printf ",%s" "$RUNS/${r}_seed$s"; done)")
+done
 $CLI report --runs $(for r in full $ROWS slimmable; do [ -f "$RUNS/$r/results.json" ] && echo "$RUNS/$r"; done) \
-  --individual "$RUNS/individual/individual.json" --out "$RUNS/table.md"
+  --individual "$RUNS/individual/individual.json" "${seeds[@]}" --out "$RUNS/table.md"
 printf 'total\t%d\t\n' $(( $(date +%s) - start )) >> "$RUNS/times.tsv"
 echo "total: $(( $(date +%s) - start )) s"
