@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# The issue-13 evidence (docs/w050/results.md) in one command: the shared teacher, then every
-# row concurrently, then the table, plot and JSONs.
+# The issue-13 evidence (docs/w050/results.md) in one command: the shared teacher (the
+# individually trained networks beside it), then the rows, JOBS at a time, then the table,
+# plot and JSONs.
 #
 #   launch/evidence_w050.sh RUNS_DIR STEPS_PER_STAGE [key=value ...]
 #
 # Setting: configs/fashion_mnist_resnet20_w050.yaml — ResNet-20 at width 0.5 (8/16/32),
 # trained widths 0.5/0.75/1.0, held-out widths between them, 0.25/0.375 outside. Rows: NeuMeta's
-# relative coordinates (full), each candidate change (nested, nested_size_noise, inr128 by
-# default; inplace_kd, kd, cosine, continue_stream too with ROWS="…": configs/ablations_w050/),
-# the recipe without incremental stages (64 × 2 and 128 × 3 heads), naive all-layer NeuMeta, the universally slimmable
+# relative coordinates (full), the best recipe (no_incremental_inr128: one stage, 128 × 3 heads),
+# it with 64 × 2 heads (no_incremental), naive all-layer NeuMeta, the universally slimmable
 # network (same image passes as the pipeline) and the individually trained networks (the
 # teacher's recipe) at 0.25/0.5/0.75. Extra overrides apply to every row: on a GPU,
 # `model.width=1.0` runs the full 16/32/64 network and STEPS_PER_STAGE=1500 ≈ the authors'
-# budget per block. JOBS rows run at a time (default: cores / OMP_NUM_THREADS); each row's wall
-# and CPU seconds go to RUNS/times.tsv. SEEDS="1 2" adds the seed rows of the best INR recipe and
-# the slimmable network.
+# budget per block. The single-factor changes (nested, nested_size_noise, inr128, inplace_kd,
+# kd, cosine, continue_stream: configs/ablations_w050/) run with ROWS="…". JOBS rows run at a
+# time (default: cores / OMP_NUM_THREADS); each row's wall and CPU seconds go to
+# RUNS/times.tsv. SEEDS="1 2" adds the seed rows of the best INR recipe and the slimmable network.
 set -euo pipefail
 RUNS=${1:?usage: launch/evidence_w050.sh RUNS_DIR STEPS_PER_STAGE [key=value ...]}
 S=${2:?steps per stage}
@@ -30,12 +31,16 @@ mkdir -p "$RUNS/logs"
 T="teacher.checkpoint=$RUNS/full/teacher/teacher.pt"
 B="train.max_steps=$S"
 B6="train.max_steps=$(( 6 * S ))"
-# The INR rows besides `full` (configs/ablations_w050/<row>.yaml), longest first so the
-# slots pack; ROWS="…" runs a subset.
 SEEDS=${SEEDS:-}
-ROWS=${ROWS:-"no_incremental_inr128 neumeta_all_layers inr128 no_incremental nested nested_size_noise"}
+# The INR rows besides `full` (configs/ablations_w050/<row>.yaml), longest first so the
+# slots pack. The default fits 2.5 h on 2 cores; the single-factor ablations of the earlier
+# table add ~40 min: ROWS="no_incremental_inr128 neumeta_all_layers inr128 no_incremental
+# nested nested_size_noise".
+ROWS=${ROWS:-"no_incremental_inr128 neumeta_all_layers no_incremental"}
 # Rows at a time: one per OMP_NUM_THREADS cores (on a GPU, JOBS=… shares it among rows).
-JOBS=${JOBS:-$(( $(nproc) / OMP_NUM_THREADS > 0 ? $(nproc) / OMP_NUM_THREADS : 1 ))}
+# (nproc itself honours OMP_NUM_THREADS: asked without it, or JOBS came out 1 on 2 cores)
+CORES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+JOBS=${JOBS:-$(( CORES / OMP_NUM_THREADS > 0 ? CORES / OMP_NUM_THREADS : 1 ))}
 : > "$RUNS/times.tsv"
 job() {  # job NAME COMMAND...: log in RUNS/logs/NAME.log; wall and CPU seconds in RUNS/times.tsv
   local name=$1 t0 cpu; shift
