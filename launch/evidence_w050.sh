@@ -52,6 +52,11 @@ job() {  # job NAME COMMAND...: log in RUNS/logs/NAME.log; wall and CPU seconds 
   cpu=$(awk 'NR == 2 {for (i = 1; i <= 2; i++) {split($i, a, /[ms]/); t += a[1] * 60 + a[2]} printf "%.0f", t}' "$RUNS/logs/$name.times")
   printf '%s\t%d\t%s\n' "$name" $(( $(date +%s) - t0 )) "$cpu" >> "$RUNS/times.tsv"
 }
+inr_job() {  # inr_job NAME CONFIG_ROW [key=value ...]: an INR row of configs/ablations_w050/
+  local name=$1 row=$2 steps=$B; shift 2
+  case $row in no_incremental*|neumeta_all_layers) steps=$B6 ;; esac  # one stage: the same total steps
+  job $name $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$name" $T $steps "$@"
+}
 slot() {  # wait for a free slot among JOBS running rows
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
 }
@@ -63,13 +68,8 @@ wait $teacher
 echo "teacher: $(( $(date +%s) - start )) s"
 slot; job slimmable $CLI slimmable --config $A/slimmable.yaml run_dir="$RUNS/slimmable" $T $B "$@" &
 for row in $ROWS; do
-  slot
-  case $row in
-    full|slimmable|individual) ;;
-    no_incremental*|neumeta_all_layers)  # one stage: the same total steps
-      job $row $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$row" $T $B6 "$@" & ;;
-    *) job $row $LAUNCH --config $A/$row.yaml run_dir="$RUNS/$row" $T $B "$@" & ;;
-  esac
+  case $row in full|slimmable|individual) continue ;; esac  # run below / above
+  slot; inr_job $row $row "$@" &
 done
 slot; job full $LAUNCH --config $BASE run_dir="$RUNS/full" $B "$@" &
 # SEEDS="1 2": the best INR row and the slimmable network again with those seeds (not in the
@@ -77,8 +77,8 @@ slot; job full $LAUNCH --config $BASE run_dir="$RUNS/full" $B "$@" &
 for s in $SEEDS; do
   slot; job slimmable_seed$s $CLI slimmable --config $A/slimmable.yaml run_dir="$RUNS/slimmable_seed$s" $T $B \
     train.seed=$s recipe.name=slimmable_seed$s "$@" &
-  slot; job no_incremental_inr128_seed$s $LAUNCH --config $A/no_incremental_inr128.yaml \
-    run_dir="$RUNS/no_incremental_inr128_seed$s" $T $B6 train.seed=$s recipe.name=no_incremental_inr128_seed$s "$@" &
+  slot; inr_job no_incremental_inr128_seed$s no_incremental_inr128 train.seed=$s \
+    recipe.name=no_incremental_inr128_seed$s "$@" &
 done
 wait
 echo "rows: $(( $(date +%s) - start )) s"
