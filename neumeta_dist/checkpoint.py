@@ -97,6 +97,10 @@ def save_state(accelerator, stage_dir: Path, step: int, meta: dict, extra: dict[
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    # Every rank writes its own RNG file (random_states_<rank>.pkl) last, with no barrier
+    # after it: the main process must not take the manifest or rename the directory before the
+    # slowest rank has written (a race seen on a loaded machine: rank 1 found no directory).
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         for name, obj in extra.items():
             torch.save(obj, tmp / f"{name}.pt")

@@ -3,10 +3,15 @@ cannot resume on this run (world size, mode, config) is refused in one line."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from neumeta_dist import checkpoint as ckpt
 from neumeta_dist.checkpointer import Checkpointer
@@ -119,3 +124,38 @@ def test_failed_universal_conversion_names_the_checkpoint_and_leaves_no_folder(t
                                                    "convert .*resume it on the number of processes that wrote it"):
         universal.convert(bad)
     assert [p.name for p in bad.iterdir()] == ["pytorch_model"]
+
+
+def _slow_rank_saver(rank: int, port: int, stage_dir: str) -> None:
+    """One of two gloo ranks saving a checkpoint, rank 1 writing its RNG file a second late."""
+    import accelerate.accelerator as acc_module
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    save = acc_module.save_accelerator_state
+
+    def late(*args, **kwargs):
+        if rank == 1:
+            time.sleep(1.0)
+        return save(*args, **kwargs)
+
+    acc_module.save_accelerator_state = late
+    acc = Accelerator(cpu=True, kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")])
+    model = torch.nn.Linear(4, 3)
+    acc.prepare(model, torch.optim.AdamW(model.parameters()))
+    ckpt.save_state(acc, Path(stage_dir), 1, {"world_size": 2}, {})
+    acc.end_training()
+
+
+def test_checkpoint_waits_for_every_rank_before_it_is_sealed(tmp_path):
+    """Every rank's RNG file is inside the renamed checkpoint and its manifest, however late the
+    rank writes it (the main process used to seal the directory without waiting)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_slow_rank_saver, args=(port, str(tmp_path)), nprocs=2)
+    meta = ckpt.read_meta(tmp_path / "checkpoint_00000001")
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(meta["files"])
+    assert ckpt.problem(tmp_path / "checkpoint_00000001") is None and not list(tmp_path.glob(".tmp_*"))
