@@ -26,8 +26,10 @@ data:
 demo: setup
 	$(LAUNCH1) launch/train.py --config configs/demo.yaml
 
+# Every core, one test module per worker, the longest modules first (tests/conftest.py). The
+# DeepSpeed CPU op compiles once per venv (a cache shared by checkouts rebuilds it on each switch).
 test: setup
-	$(BIN)/python -m pytest -q tests
+	TORCH_EXTENSIONS_DIR=$(abspath $(VENV))/torch_extensions $(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder tests
 
 clean:
 	rm -rf runs

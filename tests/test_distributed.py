@@ -68,8 +68,17 @@ def launch(mode: str, run_dir: Path, *args: str, nproc: int = 2, env: dict | Non
            **(env or {})}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     if check and out.returncode != 0:
-        raise AssertionError(f"{mode} launch failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
+        raise AssertionError(failure(f"{mode} launch", run_dir, out.stdout, out.stderr))
     return out
+
+
+def failure(what: str, run_dir: Path, stdout: str, stderr: str) -> str:
+    """The message of a failed launch: every rank's error lines (a tail alone can hold only the
+    launcher's report of the rank that died second), the tail, and a file with all of it."""
+    log = run_dir.parent / f"{run_dir.name}.failed.log"
+    log.write_text(f"{stdout}\n--- stderr ---\n{stderr}")
+    errors = [line for line in stderr.splitlines() if "Error" in line or "error:" in line]
+    return f"{what} failed (whole output: {log}):\n" + "\n".join(errors[-40:]) + f"\n--- tail ---\n{stderr[-3000:]}"
 
 
 def free_port() -> int:
@@ -203,7 +212,7 @@ class Runs:
         resume = launch_machines(run, "--stage", "1")
         for r in resume:
             if r.returncode != 0:
-                raise AssertionError(f"machine launch failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
+                raise AssertionError(failure("machine launch", run, r.stdout, r.stderr))
         return {"run": run, "killed": killed, "resume": resume}
 
 
