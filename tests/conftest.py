@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+import socket
+
 import pytest
 import torch
 
@@ -107,3 +109,10 @@ LONGEST_FIRST = ("test_distributed.py", "test_slurm.py")
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

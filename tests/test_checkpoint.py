@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +16,8 @@ from neumeta_dist import checkpoint as ckpt
 from neumeta_dist.checkpointer import Checkpointer
 from neumeta_dist.config import load_config
 from neumeta_dist.data.position import DataPosition
+
+from conftest import free_port
 
 
 @pytest.fixture
@@ -152,10 +153,7 @@ def _slow_rank_saver(rank: int, port: int, stage_dir: str) -> None:
 def test_checkpoint_waits_for_every_rank_before_it_is_sealed(tmp_path):
     """Every rank's RNG file is inside the renamed checkpoint and its manifest, however late the
     rank writes it (the main process used to seal the directory without waiting)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_slow_rank_saver, args=(port, str(tmp_path)), nprocs=2)
+    mp.spawn(_slow_rank_saver, args=(free_port(), str(tmp_path)), nprocs=2)
     meta = ckpt.read_meta(tmp_path / "checkpoint_00000001")
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(meta["files"])
     assert ckpt.problem(tmp_path / "checkpoint_00000001") is None and not list(tmp_path.glob(".tmp_*"))

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -29,6 +28,7 @@ from neumeta_dist.probe import read_trace
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 from test_pipeline import TINY  # noqa: E402
+from conftest import free_port  # noqa: E402
 
 MODES = ("ddp", "zero2", "zero3")
 # SkipInit leaves the α of blocks a stage does not generate unused (frozen, partitioned under
@@ -79,12 +79,6 @@ def failure(what: str, run_dir: Path, stdout: str, stderr: str) -> str:
     log.write_text(f"{stdout}\n--- stderr ---\n{stderr}")
     errors = [line for line in stderr.splitlines() if "Error" in line or "error:" in line]
     return f"{what} failed (whole output: {log}):\n" + "\n".join(errors[-40:]) + f"\n--- tail ---\n{stderr[-3000:]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch_machines(run_dir: Path, *args: str, env: dict | None = None) -> list[subprocess.CompletedProcess]:

@@ -7,7 +7,6 @@ compared here against one process generating the whole table on the global batch
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from neumeta_dist.losses import step_losses
 from neumeta_dist.models import build_family
 from neumeta_dist.distributed.coordinate_parallel import generation_strategy, replicated, row_ranges, slice_segments
 
-from conftest import make_net
+from conftest import free_port, make_net
 from test_pipeline import BIN, ROOT, TINY, _env
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,16 +97,10 @@ def _worker(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("ranks")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD)
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
 
 
