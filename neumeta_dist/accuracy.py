@@ -5,7 +5,7 @@ none of them need the others for it.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
@@ -24,3 +24,9 @@ def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], data, batch_size: int, 
         counts = accelerator.reduce(counts, reduction="sum")
     correct, scored = counts.tolist()
     return correct / max(scored, 1)
+
+
+def by_split(fn: Callable[[torch.Tensor], torch.Tensor], test, held_out: Mapping[str, object], batch_size: int,
+             accelerator=None) -> dict[str, float]:
+    """Top-1 of `fn` on each named held-out split (`eval.splits`: val, final) and on test."""
+    return {name: accuracy(fn, data, batch_size, accelerator) for name, data in {**held_out, "test": test}.items()}

@@ -32,6 +32,11 @@ def choice(default: str, *allowed: str):
     return field(default=default, metadata={"choices": (default, *allowed)})
 
 
+def choice_list(default: list[str], *allowed: str):
+    """A list key whose every item is one of `allowed` (and no item twice)."""
+    return field(default_factory=lambda: list(default), metadata={"each_of": allowed})
+
+
 @dataclass(frozen=True)
 class Range:
     """The values a numeric key admits, written as its error shows them: `> 0`, `>= 1`,
@@ -77,12 +82,19 @@ class DataConfig:
     eval_batch_size: int = num(512, ">= 1")
     num_workers: int = num(0, ">= 0")  # shard-reading worker processes, persistent (in-memory data is indexed in place)
     val_fraction: float = num(0.1, "[0, 1)")  # in memory: held out of the training split (shards: cut when written)
+    # in memory: a second held-out split, read only by the evidence protocol's final evaluation
+    # (docs/protocol.md): cut after the validation images from the same permutation
+    final_fraction: float = num(0.0, "[0, 1)")
+    # the permutation that cuts validation/final from the training images: its own seed, so
+    # that every training seed is scored on the same held-out images (paired comparisons)
+    split_seed: int = num(0, "[0, 2147483647]")
     train_limit: int = num(0, ">= 0", "0 = every sample")  # in memory: 0 = every training sample; > 0 for quick runs
     test_limit: int = num(0, ">= 0", "0 = every sample")
     # WebDataset shards: `index.json#<split>`, a brace pattern `train-{000000..000146}.tar` or a
     # `.txt` list of tars; `neumeta-dist shards` writes the splits train/holdout/test.
     shards: str = "index.json#train"
     val_shards: str = "index.json#holdout"  # model selection (cut from train by key hash)
+    final_shards: str = ""  # the protocol's final split ("" = none)
     test_shards: str = "index.json#test"  # reported accuracy (ImageNet: its val/ folder)
     mode: str = choice("exact", "resampled")  # every sample once per epoch, or shards drawn with replacement
     # resampled: batches per rank per epoch
@@ -230,7 +242,27 @@ class EvalConfig:
     widths: list[float] = num([0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.875, 1.0], "(0, 1]")
     samples: int = num(1, ">= 1")  # noisy coordinate samples averaged into one network (1 = noise-free)
     calib_samples: int = num(1024, ">= 1")  # training images that recalibrate each width (meta.norm=recalib)
+    # held-out splits scored beside test (results.json: `by_split`); `final` is the evidence
+    # protocol's and only its seed command asks for it (docs/protocol.md)
+    splits: list[str] = choice_list(["val"], "val", "final")
     use_ema: bool = True
+
+
+@dataclass
+class SlimmableConfig:
+    """The universally slimmable baseline (slimmable.py); the `scratch`/`shared`/`pipeline`
+    defaults are US-Nets as published, the others put it on the INR's footing (docs/protocol.md)."""
+
+    # scratch: random init; teacher: the run's teacher, its scaled channels most important first
+    init: str = choice("scratch", "teacher")
+    teacher_kd: float = num(0.0, ">= 0")  # weight of the teacher's soft targets (T = 1) at every width
+    # shared: one batch for every width of a step (US-Nets); per_width: each micro-batch its own
+    # images, as the INR's micro-batches draw theirs
+    batches: str = choice("shared", "per_width")
+    # pipeline: the teacher's epochs + every INR stage's images; stages: the INR stages' steps only
+    budget: str = choice("pipeline", "stages")
+    lr: float = num(0.0, ">= 0", "0 = teacher.lr")
+    ema: bool = False  # evaluate (and select) the EMA of its weights, decay train.ema_decay
 
 
 @dataclass
@@ -246,6 +278,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    slimmable: SlimmableConfig = field(default_factory=SlimmableConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -425,6 +458,11 @@ def check_fields(obj: Any, source: str, what: str = "config", prefix: str = "") 
         elif "choices" in f.metadata and value not in f.metadata["choices"]:
             raise ConfigError(f"{what} {source}: {key}={value!r} is not allowed "
                               f"(allowed: {', '.join(f.metadata['choices'])})")
+        elif "each_of" in f.metadata:
+            allowed = f.metadata["each_of"]
+            if any(v not in allowed for v in value) or len(set(value)) < len(value):
+                raise ConfigError(f"{what} {source}: {key}={value!r} is not allowed "
+                                  f"(allowed: each of {', '.join(allowed)}, at most once)")
         elif "range" in f.metadata:
             rng, note, many = f.metadata["range"], f.metadata["note"], isinstance(value, list)
             for v in value if many else [value]:
@@ -457,6 +495,10 @@ def _validate(cfg: Config, source: str, files: bool = True) -> None:
          "data.train_limit/test_limit", "in-memory datasets only: with shards, list fewer shards instead"),
         (not (t.warmup_steps and t.warmup_fraction), "train.warmup_steps/warmup_fraction",
          f"={t.warmup_steps}/{t.warmup_fraction:g}: set one of them (the other to 0)"),
+        (cfg.data.val_fraction + cfg.data.final_fraction < 1, "data.val_fraction/final_fraction",
+         f"={cfg.data.val_fraction:g}/{cfg.data.final_fraction:g}: together they must leave training images (< 1)"),
+        ("final" not in cfg.eval.splits or cfg.data.final_fraction > 0 or bool(cfg.data.final_shards),
+         "eval.splits", f"={cfg.eval.splits}: no final split: set data.final_fraction > 0 (or data.final_shards)"),
         (t.select_every == 0 or cfg.data.dataset == "shards" or cfg.data.val_fraction > 0,
          "train.select_every", f"={t.select_every}: selection scores the held-out split: set data.val_fraction > 0"),
         (loss.ce + loss.kd + loss.recon + loss.inplace_kd > 0, "loss.ce/kd/recon/inplace_kd",

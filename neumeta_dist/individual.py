@@ -3,7 +3,9 @@ each width, with the teacher's recipe and budget, and the same channel groups sc
 config's metamorphic network scales (so parameter counts match width for width).
 
 `neumeta-dist individual --config X` writes `<run_dir>/individual.json`; already trained
-widths are kept, so an interrupted sweep resumes where it stopped.
+widths are kept, and each width checkpoints at its epoch ends (`<run_dir>/individual_<w>/`,
+as the teacher does), so an interrupted sweep resumes where it stopped. Each width is scored
+on test and on the held-out splits `eval.splits` names (`by_split`), as the sweeps are.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import time
 
 from . import provenance
 from .checkpoint import atomic_write_text
+from .accuracy import by_split
 from .config import Config
 from .models.family import Teacher, layer_areas, mac_count, parameter_count
 from .recipe import generated_layers, metamorphic_groups
@@ -34,11 +37,16 @@ def train_individual(cfg: Config, widths: list[float]) -> list[dict]:
         seed_everything(cfg.train.seed)
         sizes = family.sizes(w, groups)
         t0 = time.perf_counter()
-        _, acc = fit(Teacher(family, sizes), cfg, accelerator, splits, f"individual_{w:g}")
+        name = f"individual_{w:g}"
+        net, acc = fit(Teacher(family, sizes), cfg, accelerator, splits, name, ctx.run.root / name)
+        held_out = splits.held_out(cfg.eval.splits)
+        if held_out:
+            acc = by_split(net, splits.test, held_out, cfg.data.eval_batch_size, accelerator)
         params = parameter_count(family, sizes)
         # each width keeps the provenance of the command that trained it (a sweep may resume)
         macs = mac_count(family, sizes, layer_areas(family, splits.image_size))
-        rows.append({"width": w, "params": params, "macs": macs, "compression": 1.0 - params / full, "accuracy": acc,
+        scores = {"accuracy": acc["test"], "by_split": acc} if isinstance(acc, dict) else {"accuracy": acc}
+        rows.append({"width": w, "params": params, "macs": macs, "compression": 1.0 - params / full, **scores,
                      **provenance.record(wall_s=round(time.perf_counter() - t0, 1))})
         rows.sort(key=lambda r: r["width"])
         if accelerator.is_main_process:

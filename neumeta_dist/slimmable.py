@@ -19,10 +19,16 @@ Budget: by default as many image passes as the metamorphic pipeline of the same 
 compares two ways of spending the same compute. `neumeta-dist slimmable --config X` writes
 `<run_dir>/results.json` in the metamorphic runs' schema (recipe `slimmable`) and
 `<run_dir>/slimmable.pt`; with that file present training is skipped and only evaluated.
+
+On the INR's footing (`slimmable.*`, docs/protocol.md): started from the run's teacher
+(`init: teacher`), its soft targets added at every width (`teacher_kd`), each width
+micro-batch on its own images (`batches: per_width`), the INR stages' steps only (`budget:
+stages`), its EMA evaluated (`ema`) and the best EMA network on validation kept
+(`train.select_every`, scored as the INR stages score). It checkpoints every
+`train.save_every` steps in `<run_dir>/slimmable/` and resumes from there.
 """
 from __future__ import annotations
 
-import itertools
 import math
 import random
 import time
@@ -34,11 +40,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import provenance
-from .accuracy import accuracy
+from .accuracy import accuracy, by_split
 from .checkpoint import atomic_torch_save, load_torch
 from .config import Config
 from .data import Splits, sample_images, train_batches
 from .distributed.accelerator import make_accelerator
+from .ema import EMA
 from .logger import Logger
 from .losses import kd
 from .models.family import Layer, Teacher, layer_areas, mac_count, parameter_count
@@ -46,6 +53,7 @@ from .process import seed_everything, set_threads
 from .recipe import generated_layers, metamorphic_groups
 from .results import write_results
 from .run import RunContext
+from .selection import Selection
 from .sweep import width_row
 from .teacher import load_teacher
 from .widths import TrainingWidths
@@ -94,45 +102,160 @@ def calibrate(net: Slimmable, sizes: Mapping[str, int], images: torch.Tensor, ch
 
 
 def budget_steps(cfg: Config, n_train: int, n_stages: int) -> int:
-    """Steps that spend the metamorphic pipeline's image passes (teacher + every stage)."""
+    """Steps that spend the metamorphic pipeline's images: every stage's (`slimmable.budget:
+    stages`), or the teacher's epochs too (`pipeline`, the published comparison)."""
     per_step = cfg.data.batch_size * cfg.train.widths_per_step
     stage_steps = cfg.train.max_steps or max(1, int(cfg.train.epochs * n_train / per_step))
     # the teacher's epochs count even when the run loads it (teacher.checkpoint): it was
     # trained for the pipeline all the same
-    return max(1, round((cfg.teacher.epochs * n_train + n_stages * stage_steps * per_step) / per_step))
+    teacher = cfg.teacher.epochs * n_train if cfg.slimmable.budget == "pipeline" else 0
+    return max(1, round((teacher + n_stages * stage_steps * per_step) / per_step))
+
+
+def images_per_step(cfg: Config) -> int:
+    """Distinct images a step reads: one batch for every width, or one per width micro-batch."""
+    return cfg.data.batch_size * (cfg.train.widths_per_step if cfg.slimmable.batches == "per_width" else 1)
+
+
+@torch.no_grad()
+def from_teacher(net: Slimmable, teacher: dict, groups) -> None:
+    """Start from the teacher's weights, the scaled groups' channels most important first (the
+    order the INR's nested coordinates keep, smoothing.importance_order), so that each narrower
+    network starts as the teacher's strongest channels; the function is unchanged."""
+    from .smoothing import importance_order
+    net.net.load_state_dict(teacher["state_dict"])
+    folded = net.net.folded()
+    perms = {g: importance_order(net.family, folded, g) for g in groups}
+    for spec in net.family.layers:
+        key = spec.name.replace(".", "_")
+        conv, bn = net.net.convs[key], net.net.norms[key] if key in net.net.norms else None
+        if spec.out_group in perms:
+            p = perms[spec.out_group]
+            for t in [conv.weight, conv.bias, *((bn.weight, bn.bias, bn.running_mean, bn.running_var) if bn else ())]:
+                if t is not None:
+                    t.copy_(t[p])
+        if spec.in_group in perms:
+            conv.weight.copy_(conv.weight[:, perms[spec.in_group]])
+
+
+class _State:
+    """The slimmable run's resumable state in `<run_dir>/slimmable/`: `last.pt` (network,
+    optimiser, schedule, EMA, step; written atomically every `train.save_every` steps) and the
+    best-on-validation candidate (selection.py's `best.pt`). A file from another config digest
+    is ignored, as a stage's checkpoint is."""
+
+    def __init__(self, folder: Path, digest: str):
+        self.path, self.digest = folder / "last.pt", digest
+        saved = load_torch(self.path, "slimmable checkpoint") if self.path.is_file() else None
+        self.saved = saved if saved and saved.get("config_digest") == digest else None
+
+    @property
+    def step(self) -> int:
+        return self.saved["step"] if self.saved else 0
+
+    def save(self, step: int, net, opt, sched, ema: EMA | None, is_main: bool) -> None:
+        if is_main:
+            atomic_torch_save({"step": step, "model": net.state_dict(), "opt": opt.state_dict(),
+                               "sched": sched.state_dict(), "ema": ema.state_dict(cpu=True) if ema else None,
+                               "config_digest": self.digest}, self.path)
 
 
 def train(net: Slimmable, cfg: Config, accelerator, splits: Splits, widths: TrainingWidths, groups,
-          steps: int, log_dir: Path) -> Slimmable:
-    tc = cfg.teacher
-    opt = torch.optim.SGD(net.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
+          steps: int, folder: Path, log_dir: Path, teacher: Teacher | None = None) -> dict:
+    """The sandwich rule with in-place distillation (+ the teacher's soft targets with
+    `slimmable.teacher_kd`), resumable from `folder`; returns the state to evaluate
+    (`model`, and `ema` with `slimmable.ema`) — the best on validation with `train.select_every`."""
+    tc, sc = cfg.teacher, cfg.slimmable
+    state = _State(folder, cfg.digest())
+    if state.saved:
+        net.load_state_dict(state.saved["model"])
+    opt = torch.optim.SGD(net.parameters(), lr=sc.lr or tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
                           nesterov=True)
     model, opt = accelerator.prepare(net, opt)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    data = train_batches(cfg, accelerator, splits.train)
-    log = Logger(accelerator, log_dir, steps, "slimmable")
-    n = cfg.train.widths_per_step
-    for step, (x, y) in enumerate(itertools.islice(data, steps), start=1):
+    ema = EMA(net, cfg.train.ema_decay) if sc.ema else None
+    if state.saved:
+        opt.load_state_dict(state.saved["opt"])
+        sched.load_state_dict(state.saved["sched"])
+        if ema:
+            ema.load_state_dict(state.saved["ema"])
+    start, n = state.step, cfg.train.widths_per_step
+    per_width = sc.batches == "per_width"
+    data = train_batches(cfg, accelerator, splits.train, start * (n if per_width else 1))
+    select = Selection(folder, cfg.train.select_every, cfg.digest())
+    widest = net.family.sizes(1.0, groups)
+    log = Logger(accelerator, log_dir, steps, "slimmable", initial=start)
+    for step in range(start + 1, steps + 1):
         model.train()
         rng = random.Random(f"{cfg.train.seed}/slimmable/{step}")
         full = None
         for micro in range(n):
             fraction = widths.draw(micro, True, rng)
+            if micro == 0 or per_width:
+                x, y = next(data)
+                with torch.no_grad():
+                    t_logits = teacher(x) if teacher is not None else None
+                    # in-place distillation's targets: the widest on these images (before the
+                    # forward that DDP pairs with the backward)
+                    target = model(x, widest) if micro > 0 else None
             logits = model(x, net.family.sizes(fraction, groups))
-            if full is None:
-                loss, full = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing), logits.detach()
+            if micro == 0:  # the widest: labels
+                loss, full, first_y = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing), logits.detach(), y
             else:  # in-place distillation from the widest
-                loss = kd(logits, full, 1.0)
+                loss = kd(logits, full if target is None else target, 1.0)
+            if t_logits is not None:
+                loss = loss + sc.teacher_kd * kd(logits, t_logits, 1.0)
             accelerator.backward(loss)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        log.count(len(x) * n * accelerator.num_processes)
+        if ema:
+            ema.update(accelerator.unwrap_model(model))
+        log.count(images_per_step(cfg) * accelerator.num_processes)
         if step % cfg.train.log_every == 0 or step == steps:
-            log.step(step, lambda: {"slimmable/loss": F.cross_entropy(full, y).item()}, "slimmable/loss",
+            log.step(step, lambda: {"slimmable/loss": F.cross_entropy(full, first_y).item()}, "slimmable/loss",
                      sched.get_last_lr()[0], {}, prefix="slimmable/")
+        if select.due(step, steps):
+            candidate = _candidate(accelerator.unwrap_model(model), ema)
+            scored = _evaluated(Slimmable(net.family), candidate).to(accelerator.device)
+            val = validate(scored, cfg, accelerator, splits, widths, groups)
+            kept = select.offer(step, val, candidate, accelerator.is_main_process)
+            log.scalars(step, {**{f"val/accuracy@{w:g}": a for w, a in val.items()}, "val/kept": float(kept)})
+        if (cfg.train.save_every and step % cfg.train.save_every == 0) or step == steps:
+            state.save(step, accelerator.unwrap_model(model), opt, sched, ema, accelerator.is_main_process)
     log.close()
-    return accelerator.unwrap_model(model)
+    if select.best is not None:
+        return {"model": select.best["model"], "ema": select.best["ema"], "selected_step": select.best["step"],
+                "val": select.best["val"]}
+    return _candidate(accelerator.unwrap_model(model), ema)
+
+
+def _candidate(net: Slimmable, ema: EMA | None) -> dict:
+    return {"model": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            "ema": ema.state_dict(cpu=True) if ema else None}
+
+
+def _evaluated(net: Slimmable, state: dict) -> Slimmable:
+    """`net` holding the network `state` evaluates: its EMA weights where it has them."""
+    net.load_state_dict(state["model"])
+    if state.get("ema"):
+        ema = EMA(net, state["ema"]["decay"])
+        ema.load_state_dict(state["ema"])
+        ema.copy_to(net)
+    return net.eval()
+
+
+@torch.no_grad()
+def validate(net: Slimmable, cfg: Config, accelerator, splits: Splits, widths: TrainingWidths, groups) -> dict:
+    """Validation accuracy at the ends of the training range, each width recalibrated as at
+    evaluation: the INR stages' selection score (train._validate)."""
+    calib = sample_images(splits.train, cfg.eval.calib_samples).to(accelerator.device)
+    out = {}
+    for w in sorted({widths.low, widths.high}):
+        sizes = net.family.sizes(w, groups)
+        stats = calibrate(net, sizes, calib)
+        out[w] = accuracy(lambda x: net(x, sizes, stats), splits.val, cfg.data.eval_batch_size, accelerator)
+    return out
 
 
 def run(cfg: Config, steps: int | None = None) -> dict:
@@ -146,32 +269,60 @@ def run(cfg: Config, steps: int | None = None) -> dict:
     widths = TrainingWidths.from_config(cfg.meta)
     net = Slimmable(family)
     steps = steps or budget_steps(cfg, len(splits.train), len(ctx.stages))
+    art = load_teacher(cfg, family)
+    if cfg.slimmable.init == "teacher" or cfg.slimmable.teacher_kd:
+        if art is None:
+            raise SystemExit(f"error: slimmable.init=teacher / slimmable.teacher_kd need a teacher: set "
+                             f"teacher.checkpoint (a teacher.pt) or train {ctx.run.teacher} first")
     t0 = time.perf_counter()
     if path.is_file():
         saved = load_torch(path, "slimmable network")
-        net.load_state_dict(saved["state_dict"])
         steps, wall = saved["steps"], saved["wall_s"]
     else:
-        net = train(net, cfg, accelerator, splits, widths, groups, steps, ctx.run.tb("slimmable"))
-        wall = round(time.perf_counter() - t0, 1)
+        if cfg.slimmable.init == "teacher":
+            from_teacher(net, art, groups)
+        teacher = _frozen_teacher(family, art, accelerator) if cfg.slimmable.teacher_kd else None
+        result = train(net, cfg, accelerator, splits, widths, groups, steps, ctx.run.root / "slimmable",
+                       ctx.run.tb("slimmable"), teacher)
+        wall = round(time.perf_counter() - t0, 1)  # this process's: a resumed run's earlier part is not in it
+        saved = {**result, "steps": steps, "wall_s": wall}
         if accelerator.is_main_process:
-            atomic_torch_save({"state_dict": net.state_dict(), "steps": steps, "wall_s": wall}, path)
-    results = evaluate(net.to(accelerator.device).eval(), cfg, accelerator, splits, widths, groups)
-    teacher = load_teacher(cfg, family)
+            atomic_torch_save(saved, path)
+    net = _evaluated(net, saved if "model" in saved else {"model": saved["state_dict"]})
+    results = evaluate(net.to(accelerator.device), cfg, accelerator, splits, widths, groups)
     full = next(r for r in results if r["width"] == max(w["width"] for w in results))
-    results = {"teacher": {"accuracy": teacher["accuracy"] if teacher and teacher["accuracy"] is not None
-                                       else full["accuracy"],
-                           "params": parameter_count(family, family.full_sizes())},
+    teacher_row = ({"accuracy": art["accuracy"]} if art and art["accuracy"] is not None else {"accuracy": full["accuracy"]})
+    held_out = splits.held_out(cfg.eval.splits)
+    if art and held_out:
+        teacher_row["by_split"] = by_split(_frozen_teacher(family, art, accelerator), splits.test, held_out,
+                                           cfg.data.eval_batch_size, accelerator)
+    results = {"teacher": {**teacher_row, "params": parameter_count(family, family.full_sizes())},
                "widths": results, "dataset": splits.name, "model": family.name,
-               "recipe": f"slimmable_seed{cfg.train.seed}" if cfg.train.seed else "slimmable",  # one row per seed
+               "recipe": recipe_name(cfg),
                "stages_completed": 1, "stages_planned": 1, "generated_layers": [],
                **provenance.record(config=cfg.to_dict(), seed=cfg.train.seed, steps=steps,
-                                   images=steps * cfg.data.batch_size * cfg.train.widths_per_step,
+                                   images=steps * images_per_step(cfg),
+                                   image_passes=steps * cfg.data.batch_size * cfg.train.widths_per_step,
+                                   selected_step=saved.get("selected_step"),
+                                   val=saved.get("val"),
                                    train_widths=list(widths.discrete) or [widths.low, widths.high],
                                    wall_s={"train": wall})}
     if accelerator.is_main_process:
         write_results(ctx.run.root, results)
     return results
+
+
+def recipe_name(cfg: Config) -> str:
+    """The row's name: `recipe.name` when it names a slimmable variant, and one row per seed of
+    the plain `slimmable` (report.py refuses two runs of one name)."""
+    name = cfg.recipe.name if cfg.recipe.name.startswith("slimmable") else "slimmable"
+    return f"{name}_seed{cfg.train.seed}" if name == "slimmable" and cfg.train.seed else name
+
+
+def _frozen_teacher(family, art: dict, accelerator) -> Teacher:
+    teacher = Teacher(family)
+    teacher.load_state_dict(art["state_dict"])
+    return teacher.to(accelerator.device).eval().requires_grad_(False)
 
 
 @torch.no_grad()
@@ -185,7 +336,8 @@ def evaluate(net: Slimmable, cfg: Config, accelerator, splits: Splits, widths: T
     for w in sorted(cfg.eval.widths):
         sizes = sizes_at(w)
         stats = calibrate(net, sizes, calib)
-        acc = accuracy(lambda x: net(x, sizes, stats), splits.test, cfg.data.eval_batch_size, accelerator)
+        acc = by_split(lambda x: net(x, sizes, stats), splits.test, splits.held_out(cfg.eval.splits),
+                       cfg.data.eval_batch_size, accelerator)
         params = parameter_count(family, sizes)
         rows.append(width_row(w, widths.describe(w, sizes_at, groups), params, full, acc,
                               mac_count(family, sizes, areas)))

@@ -2,11 +2,11 @@
 when the BN strategy asks for it) and its accuracy; results.py writes what it returns."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
-from .accuracy import accuracy
+from .accuracy import by_split
 from .budget import WidthCost
 
 
@@ -41,20 +41,23 @@ def network_at(net, fraction: float, samples: int, calib_x: torch.Tensor | None 
     return recalibrate(net, fraction, weights, calib_x.to(net.inr.w_in.device), targets)
 
 
-def width_row(width: float, kind: dict, params: int, full_params: int, accuracy: float,
+def width_row(width: float, kind: dict, params: int, full_params: int, accuracy: float | dict[str, float],
               macs: int | None = None) -> dict:
     """One row of results.json's `widths` (the schema every sweep writes, baselines included);
-    `macs` (per image) is optional: rows written before it existed lack it."""
+    `macs` (per image) is optional: rows written before it existed lack it. `accuracy` is the
+    test accuracy, or every split's (`by_split`: val, final, test), test also as `accuracy`."""
+    splits = accuracy if isinstance(accuracy, dict) else {"test": accuracy}
     return {"width": width, **kind, "params": params, **({"macs": macs} if macs is not None else {}),
-            "compression": 1.0 - params / full_params, "accuracy": accuracy}
+            "compression": 1.0 - params / full_params, "accuracy": splits["test"],
+            **({"by_split": splits} if len(splits) > 1 else {})}
 
 
 def sweep(net, widths: list[float], data, batch_size: int, samples: int,
           describe: Callable[[float], dict], accelerator=None, calib_x: torch.Tensor | None = None,
-          image_size: int = 0) -> list[dict]:
-    """Accuracy, parameters, compression (and, given the side of the images, MACs per image) at
-    each width; `describe(width)` adds what the width is to training
-    (widths.TrainingWidths.describe: seen, kind, novel_groups)."""
+          image_size: int = 0, held_out: Mapping[str, object] = {}) -> list[dict]:
+    """Accuracy on `data` (test) and on each `held_out` split, parameters, compression (and,
+    given the side of the images, MACs per image) at each width; `describe(width)` adds what
+    the width is to training (widths.TrainingWidths.describe: seen, kind, novel_groups)."""
     full = net.params_at(1.0)
     cost = WidthCost.of(net, image_size) if image_size else None
     targets = None
@@ -65,7 +68,7 @@ def sweep(net, widths: list[float], data, batch_size: int, samples: int,
     rows = []
     for w in sorted(widths):
         weights = network_at(net, w, samples, calib_x, targets)
-        acc = accuracy(lambda x: net(x, w, weights=weights)[0], data, batch_size, accelerator)
+        acc = by_split(lambda x: net(x, w, weights=weights)[0], data, held_out, batch_size, accelerator)
         params = net.params_at(w)
         rows.append(width_row(w, describe(w), params, full, acc, cost.macs(w) if cost else None))
     return rows

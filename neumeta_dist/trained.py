@@ -14,7 +14,8 @@ from . import provenance
 from .config import Config
 from .ema import EMA
 from .metamorphic import MetamorphicNet
-from .models.family import Family
+from .accuracy import by_split
+from .models.family import Family, Teacher
 from .norms import norm_strategy
 from .recipe import generated_layers, steps_per_stage
 from .results import write_results
@@ -73,10 +74,11 @@ def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> di
     net, done = result_network(ctx, result)
     net = net.to(accelerator.device)
     training = TrainingWidths.from_config(cfg.meta)
+    held_out = held_out_splits(ctx)
     rows = sweep(net, cfg.eval.widths, ctx.splits.test, cfg.data.eval_batch_size, cfg.eval.samples,
                  lambda w: training.describe(w, net.sizes, net.groups), accelerator, calibration_batch(ctx),
-                 ctx.splits.image_size)
-    results = {"teacher": {"accuracy": ctx.teacher["accuracy"], "params": ctx.teacher["params"]},
+                 ctx.splits.image_size, held_out)
+    results = {"teacher": teacher_row(ctx, accelerator, held_out),
                "widths": rows, "dataset": ctx.splits.name, "model": ctx.family.name, "recipe": cfg.recipe.name,
                "stages_completed": done, "stages_planned": len(ctx.stages),
                "generated_layers": net.generated_names(),
@@ -89,6 +91,23 @@ def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> di
         write_results(ctx.run.root, results)
         _log_sweep(ctx.run, rows)
     return results
+
+
+def held_out_splits(ctx: RunContext) -> dict:
+    """The held-out splits `eval.splits` asks to score beside test (val, final)."""
+    return ctx.splits.held_out(ctx.cfg.eval.splits)
+
+
+def teacher_row(ctx: RunContext, accelerator, held_out: dict) -> dict:
+    """results.json's `teacher`: its test accuracy as stage 0 measured it, its parameters, and
+    (with held-out splits asked for) its accuracy on each split, scored here."""
+    row = {"accuracy": ctx.teacher["accuracy"], "params": ctx.teacher["params"]}
+    if held_out:
+        net = Teacher(ctx.family)
+        net.load_state_dict(ctx.teacher["state_dict"])
+        row["by_split"] = by_split(net.to(accelerator.device).eval(), ctx.splits.test, held_out,
+                                   ctx.cfg.data.eval_batch_size, accelerator)
+    return row
 
 
 def _wall_times(ctx: RunContext, done: int) -> dict[str, float]:

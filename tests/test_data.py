@@ -37,6 +37,24 @@ def test_fashion_mnist_idx_files_load_into_train_val_test(fmnist_dir):
     assert abs(s.train.tensors[0].mean().item()) < 0.1
 
 
+def test_validation_and_final_splits_are_disjoint_and_drawn_by_the_split_seed_not_the_training_seed(fmnist_dir):
+    cfg = lambda **kw: DataConfig(dataset="fashion-mnist", root=str(fmnist_dir), val_fraction=0.2,
+                                  final_fraction=0.2, **kw)
+    ids = lambda part: {tuple(x.flatten()[:40].tolist()) for x in part.tensors[0]}  # the images, not their order
+    s = load_splits(cfg(), seed=0)
+    assert (len(s.train), len(s.val), len(s.final), len(s.test)) == (30, 10, 10, 20)
+    assert not (ids(s.train) & ids(s.val) or ids(s.train) & ids(s.final) or ids(s.val) & ids(s.final))
+    # every training seed is scored on the same held-out images; another split seed draws others
+    again = load_splits(cfg(), seed=7)
+    assert ids(again.val) == ids(s.val) and ids(again.final) == ids(s.final)
+    other = load_splits(cfg(split_seed=1), seed=0)
+    assert ids(other.val) != ids(s.val)
+    # no final fraction: the validation split is the one it always was, and no final split
+    plain = load_splits(DataConfig(dataset="fashion-mnist", root=str(fmnist_dir), val_fraction=0.2), seed=0)
+    assert plain.final is None and ids(plain.val) == ids(s.val)
+    assert s.held_out(["val", "final"]).keys() == {"val", "final"} and plain.held_out(["val", "final"]).keys() == {"val"}
+
+
 def test_truncated_idx_file_is_a_clear_error_naming_it(fmnist_dir):
     path = fmnist_dir / "t10k-images-idx3-ubyte.gz"
     data = gzip.open(path).read()

@@ -12,7 +12,7 @@ from neumeta_dist.config import load_config
 from neumeta_dist.models import build_family
 from neumeta_dist.models.family import Teacher
 from neumeta_dist.recipe import generated_layers, metamorphic_groups
-from neumeta_dist.slimmable import Slimmable, budget_steps, calibrate, run
+from neumeta_dist.slimmable import Slimmable, budget_steps, calibrate, from_teacher, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,6 +49,37 @@ def test_a_width_is_the_bn_network_of_its_leading_channels_with_its_own_statisti
     assert torch.allclose(slim(x, sizes), slim(x, sizes, stats), atol=1e-2)
 
 
+def test_started_from_the_teacher_its_full_width_is_the_teacher_and_its_narrow_widths_its_strongest_channels():
+    family = build_family("resnet20", 0.25, in_channels=1, num_classes=10)
+    groups = metamorphic_groups(family, generated_layers(family, "authors"), "inner")
+    teacher = Teacher(family)
+    _randomise(teacher)
+    with torch.no_grad():
+        for bn in teacher.norms.values():
+            bn.running_var.uniform_(0.5, 2.0)
+    slim = Slimmable(family)
+    from_teacher(slim, {"state_dict": teacher.state_dict()}, groups)
+    x = torch.randn(16, 1, 12, 12)
+    full = family.full_sizes()
+    stats = {s.name: (slim.net.norms[s.name.replace(".", "_")].running_mean,
+                      slim.net.norms[s.name.replace(".", "_")].running_var) for s in family.layers if not s.is_linear}
+    # the permutation keeps the function: the teacher's logits, on the teacher's statistics
+    assert torch.allclose(slim(x, full, stats), teacher.eval()(x), atol=1e-4)
+    # every scaled group is ordered by importance (what nested widths keep), which the teacher was not
+    from neumeta_dist.smoothing import importance_order
+    for g in groups:
+        assert importance_order(family, slim.net.folded(), g).tolist() == list(range(family.full_sizes()[g]))
+    assert any(importance_order(family, teacher.folded(), g).tolist() != list(range(family.full_sizes()[g]))
+               for g in groups)
+
+
+def test_the_equal_footing_budget_counts_the_stages_only_and_each_width_reads_its_own_images():
+    from neumeta_dist.slimmable import images_per_step
+    cfg = load_config(None, ["teacher.epochs=2", "train.max_steps=30", "data.batch_size=100",
+                             "train.widths_per_step=4", "slimmable.budget=stages", "slimmable.batches=per_width"])
+    assert budget_steps(cfg, 1000, 6) == 180 and images_per_step(cfg) == 400
+
+
 def test_budget_is_the_pipelines_image_passes():
     cfg = load_config(None, ["teacher.epochs=2", "train.max_steps=30", "data.batch_size=100",
                              "train.widths_per_step=4"])
@@ -64,7 +95,8 @@ def test_a_tiny_run_writes_results_with_kinds_and_provenance_then_reevaluates(tm
     assert (tmp_path / "slimmable.pt").is_file() and (tmp_path / "results.json").is_file()
     assert [(w["width"], w["kind"]) for w in first["widths"]] == [(0.25, "outside"), (0.75, "held_out"),
                                                                   (1.0, "trained")]
-    assert first["recipe"] == "slimmable" and first["steps"] == 3 and first["images"] == 3 * 64 * 4
+    assert first["recipe"] == "slimmable" and first["steps"] == 3 and first["images"] == 3 * 64 \
+        and first["image_passes"] == 3 * 64 * 4  # one batch for every width (US-Nets)
     assert len(first["commit"].split("+")[0]) == 40 and first["config"]["meta"]["train_widths"] == [0.5, 1.0]
     again = run(load_config(None, args))  # slimmable.pt exists: evaluated, not retrained
     strip = lambda r: {k: v for k, v in r.items() if k not in ("date", "command")}

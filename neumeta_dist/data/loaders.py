@@ -40,10 +40,14 @@ class ShardSet:
 
 
 def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
+    """The splits of `cfg`; `seed` (the training seed) shuffles the shard streams, never which
+    images are held out (in memory: `data.split_seed`; shards: cut when written)."""
     if cfg.dataset != "shards":
-        return sources.load_splits(cfg, seed)
+        return sources.load_splits(cfg)
     parts = {}
-    for key in ("shards", "val_shards", "test_shards"):
+    for key in ("shards", "val_shards", "test_shards", "final_shards"):
+        if not getattr(cfg, key):
+            continue
         shards = resolve_shards(getattr(cfg, key), cfg.root)
         check_missing(shards, cfg.max_bad_fraction, f"data.{key}={getattr(cfg, key)!r}")
         parts[key] = shards
@@ -52,7 +56,8 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
     if not size:
         raise DataError(f"data.image_size: the images of {cfg.shards!r} vary in size: set it (e.g. 224 for ImageNet)")
     train, val, test = (ShardSet(parts[k], cfg, seed, size) for k in ("shards", "val_shards", "test_shards"))
-    return Splits(train, val, test, len(index["classes"]), index["channels"], size, index["name"])
+    final = ShardSet(parts["final_shards"], cfg, seed, size) if "final_shards" in parts else None
+    return Splits(train, val, test, len(index["classes"]), index["channels"], size, index["name"], final)
 
 
 class _Positioned:

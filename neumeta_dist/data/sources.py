@@ -2,7 +2,9 @@
 
 They are small enough (≤ 200 MB as float32) that decoding once and indexing tensors beats any
 per-sample pipeline on a 2-core machine. ImageNet goes through WebDataset shards instead.
-The training split is cut into train/val (a seeded split) so model selection never sees test.
+The training images are cut into train / validation (/ final) by a permutation seeded with
+`data.split_seed` — not the training seed, so every seed of a comparison is scored on the same
+held-out images — and model selection never sees test.
 """
 from __future__ import annotations
 
@@ -35,6 +37,12 @@ class Splits:
     in_channels: int
     image_size: int
     name: str
+    final: TensorDataset | None = None  # the evidence protocol's untouched split (data.final_fraction)
+
+    def held_out(self, names) -> dict:
+        """The held-out splits `eval.splits` names (val, final) that hold images, by name."""
+        parts = {"val": self.val, "final": self.final}
+        return {n: parts[n] for n in names if parts[n] is not None and len(parts[n]) > 0}
 
 
 def load_raw(cfg: DataConfig):
@@ -44,18 +52,19 @@ def load_raw(cfg: DataConfig):
     return loader(cfg)
 
 
-def load_splits(cfg: DataConfig, seed: int = 0) -> Splits:
+def load_splits(cfg: DataConfig) -> Splits:
     (xtr, ytr), (xte, yte), num_classes = load_raw(cfg)
     xtr, ytr = _limit(xtr, ytr, cfg.train_limit)
     xte, yte = _limit(xte, yte, cfg.test_limit)
     mean = xtr.mean(dim=(0, 2, 3), keepdim=True)
     std = xtr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     xtr, xte = (xtr - mean) / std, (xte - mean) / std
-    order = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(cfg.val_fraction * len(xtr)))
-    val, train = order[:n_val], order[n_val:]
-    return Splits(TensorDataset(xtr[train], ytr[train]), TensorDataset(xtr[val], ytr[val]),
-                  TensorDataset(xte, yte), num_classes, xtr.shape[1], xtr.shape[-1], cfg.dataset)
+    order = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(cfg.split_seed))
+    n_val, n_final = (int(round(f * len(xtr))) for f in (cfg.val_fraction, cfg.final_fraction))
+    val, final, train = order[:n_val], order[n_val:n_val + n_final], order[n_val + n_final:]
+    part = lambda idx: TensorDataset(xtr[idx], ytr[idx])
+    return Splits(part(train), part(val), TensorDataset(xte, yte), num_classes, xtr.shape[1], xtr.shape[-1],
+                  cfg.dataset, part(final) if n_final else None)
 
 
 def _limit(x, y, n):
