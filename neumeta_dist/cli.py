@@ -109,6 +109,16 @@ def cmd_report(args) -> None:
     from .checkpoint import atomic_write_text
     from .report import write_report
 
+    if (args.protocol is None) == (not args.runs):
+        raise SystemExit("error: report: give either --runs DIR [DIR ...] or --protocol DIR (docs/protocol/results)")
+    if args.protocol is not None:
+        from .protocol import write
+        text = write(args.protocol, Path(args.out), args.split)
+        if args.preamble:
+            text = Path(args.preamble).read_text().rstrip("\n") + "\n\n" + text
+        atomic_write_text(Path(args.out), text)
+        print(text)
+        return
     commands = dict(args.command)
     text = write_report([Path(r) for r in args.runs], Path(args.individual) if args.individual else None,
                         Path(args.out), commands, args.x, dict(args.seeds))
@@ -182,7 +192,12 @@ def main(argv: list[str] | None = None) -> None:
     sl.set_defaults(fn=cmd_slimmable)
 
     r = sub.add_parser("report", help="one table + plot from several runs (docs/results.md)")
-    r.add_argument("--runs", nargs="+", type=opt.existing_dir, required=True, help="run directories with results.json")
+    r.add_argument("--runs", nargs="+", type=opt.existing_dir, default=[], help="run directories with results.json")
+    r.add_argument("--protocol", type=opt.existing_dir, default=None,
+                   help="the evidence protocol's JSONs (docs/protocol/results): rows over seeds, paired intervals, "
+                        "endpoints (docs/protocol.md)")
+    r.add_argument("--split", default="final", choices=["val", "final", "test"],
+                   help="with --protocol: the split tabled (default: final, the protocol's reported figure)")
     r.add_argument("--individual", type=opt.existing_file, default=None,
                    help="individual.json of `neumeta-dist individual`")
     r.add_argument("--out", type=opt.output_file, required=True,
