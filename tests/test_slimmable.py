@@ -102,3 +102,55 @@ def test_a_tiny_run_writes_results_with_kinds_and_provenance_then_reevaluates(tm
     strip = lambda r: {k: v for k, v in r.items() if k not in ("date", "command")}
     assert strip(again) == strip(first)
     assert json.loads((tmp_path / "results.json").read_text())["widths"] == again["widths"]
+
+
+def test_the_equal_footing_run_resumes_bitwise_from_its_checkpoint_and_keeps_its_best_on_validation(
+        tmp_path, monkeypatch):
+    import neumeta_dist.slimmable as slimmable
+    from neumeta_dist.teacher import fit
+
+    args = ["data.dataset=synthetic", "data.train_limit=512", "data.test_limit=128", "data.batch_size=32",
+            "data.val_fraction=0.25", "data.final_fraction=0.25", "model.width=0.25", "teacher.epochs=1",
+            "meta.train_widths=[0.5,1.0]", "meta.min_width=0.5", "eval.widths=[0.5,0.75,1.0]",
+            "eval.calib_samples=32", "eval.splits=[val,final]", "train.widths_per_step=3", "train.select_every=2",
+            "train.save_every=2", "slimmable.init=teacher", "slimmable.teacher_kd=1.0",
+            "slimmable.batches=per_width", "slimmable.ema=true", "slimmable.lr=0.01"]
+    # a teacher for it to start from and distil
+    teacher_cfg = load_config(None, args + [f"run_dir={tmp_path / 'teacher'}"])
+    from neumeta_dist.distributed.accelerator import make_accelerator
+    from neumeta_dist.run import RunContext
+    ctx = RunContext.load(teacher_cfg)
+    net, acc = fit(Teacher(ctx.family), teacher_cfg, make_accelerator(), ctx.splits, "teacher")
+    path = tmp_path / "teacher.pt"
+    torch.save({"state_dict": net.state_dict(), "family": __import__("dataclasses").asdict(ctx.family),
+                "accuracy": acc, "params": 0}, path)
+    args.append(f"teacher.checkpoint={path}")
+
+    whole = run(load_config(None, args + [f"run_dir={tmp_path / 'whole'}"]), steps=6)
+    # the same run killed right after its step-4 checkpoint, then started again
+    save = slimmable._State.save
+
+    def save_then_die(self, step, *a, **kw):
+        save(self, step, *a, **kw)
+        if step == 4:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(slimmable._State, "save", save_then_die)
+    cut = load_config(None, args + [f"run_dir={tmp_path / 'cut'}"])
+    with pytest.raises(KeyboardInterrupt):
+        run(cut, steps=6)
+    saved_steps = []
+
+    def save_and_count(self, step, *a, **kw):
+        saved_steps.append(step)
+        save(self, step, *a, **kw)
+    monkeypatch.setattr(slimmable._State, "save", save_and_count)
+    resumed = run(cut, steps=6)
+    assert saved_steps == [6]  # it went on from step 4 (a restart would have saved at 2 and 4 again)
+    a = torch.load(tmp_path / "whole" / "slimmable.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "slimmable.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]) for k in a["ema"]["shadow"])
+    assert [w["by_split"] for w in resumed["widths"]] == [w["by_split"] for w in whole["widths"]]
+    # the result is the best EMA network on validation, and every split was scored
+    assert whole["selected_step"] in (2, 4, 6) and set(whole["val"]) == {0.5, 1.0}
+    assert set(whole["widths"][0]["by_split"]) == {"val", "final", "test"} and "by_split" in whole["teacher"]
