@@ -10,55 +10,43 @@ from . import options as opt
 
 
 def cmd_eval(args) -> None:
-    from .results import results_table
+    from .api import Run
     from .distributed.accelerator import make_accelerator
-    from .trained import evaluate_run, open_run
+    from .results import results_table
 
-    overrides = list(args.overrides) + [f"run_dir={args.run}"]
+    overrides = list(args.overrides)
     if args.widths:
         overrides.append(f"eval.widths={args.widths}")
     if args.samples:
         overrides.append(f"eval.samples={args.samples}")
-    result = _result(args)
-    ctx = open_run(Path(args.run), overrides, result)
+    run = _open(args, overrides)
     acc = make_accelerator()
-    results = evaluate_run(ctx, acc, result)
+    results = run.evaluate(acc)
     if acc.is_main_process:
         print(results_table(results))
-        print(f"wrote {ctx.run.results_json}")
+        print(f"wrote {run.dir.results_json}")
 
 
 def cmd_export(args) -> None:
-    import json
-
-    from .budget import WidthCost
-    from .data import sample_images
-    from .export import materialise, write
-    from .sweep import network_at
-    from .trained import calibration_batch, open_run, result_network
-    from .widths import TrainingWidths
-
     if (args.width is None) == (not (args.max_params or args.max_macs)):
         raise SystemExit("error: export needs --width or a budget (--max-params N and/or --max-macs N), not both")
-    result = _result(args)
-    ctx = open_run(Path(args.run), list(args.overrides) + [f"run_dir={args.run}"], result)
-    net, stage = result_network(ctx, result)
-    cost = WidthCost.of(net, ctx.splits.image_size)
-    width = args.width if args.width is not None else cost.widest(args.max_params, args.max_macs)
-    full = net.family.full_sizes()
-    empty = sorted((g for g in net.groups if round(width * full[g]) < 1), key=lambda g: full[g])
-    if empty:  # max(1, ·) would quietly give every such group one channel: not the width asked for
-        narrowest = 0.5 / full[empty[0]]
-        groups = f"{len(empty)} channel group{'s' if len(empty) > 1 else ''}"
-        raise SystemExit(f"error: --width {width:g} rounds {groups} to no channel (the smallest, {empty[0]}, "
-                         f"has {full[empty[0]]} at full width): need a width > {narrowest:.4g}")
-    weights = network_at(net, width, ctx.cfg.eval.samples, calibration_batch(ctx))
-    plain = materialise(net, weights)
-    how = write(plain, Path(args.out), args.format, width, sample_images(ctx.splits.test, 2))
-    evaluated = json.loads(ctx.run.results_json.read_text()) if ctx.run.results_json.is_file() else None
-    kind = TrainingWidths.from_config(ctx.cfg.meta).kind(width, net.sizes)
-    print(cost.describe(width, kind, evaluated, stage))
+    run = _open(args, list(args.overrides))
+    try:
+        width = run.width_for(args.width, args.max_params, args.max_macs)
+    except ValueError as e:
+        raise SystemExit(f"error: --{e}" if str(e).startswith("width") else f"error: {e}") from None
+    how = run.export(Path(args.out), width, format=args.format)
+    print(run.describe(width))
     print(f"exported ({args.format}) to {args.out}; load with {how}")
+
+
+def _open(args, overrides: list[str]):
+    """The run of --run (with --ckpt's stage result instead of its last stage, if given)."""
+    from .api import Run
+    try:
+        return Run(Path(args.run), overrides, _result(args))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def _result(args) -> dict | None:

@@ -246,6 +246,9 @@ class EvalConfig:
     # protocol's and only its seed command asks for it (docs/protocol.md)
     splits: list[str] = choice_list(["val"], "val", "final")
     use_ema: bool = True
+    # which networks keep their recalibration in <run>/calibration.pt (calibration.py), so that
+    # neumeta_dist.load(run).network(w) needs no data: every distinct one, or the evaluated widths'
+    calibrate: str = choice("all", "evaluated")
 
 
 @dataclass

@@ -56,15 +56,26 @@ def recalibrate(net, fraction: float, generated: Mapping[str, torch.Tensor], x: 
     """`generated` with each generated conv's outputs renormalised to the full-width statistics;
     with `recalib_fixed` (meta.norm=recalib_all) every fixed conv too, its corrected tensors
     added to the returned dict (which `net.weights` reads before the fixed ones)."""
+    return apply_corrections(net, generated, corrections(net, generated, x, targets, eps))
+
+
+@torch.no_grad()
+def corrections(net, generated: Mapping[str, torch.Tensor], x: torch.Tensor, targets: dict | None = None,
+                eps: float = 1e-5) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each recalibrated conv's per-channel affine map (a, c): its outputs y become a·y + c.
+
+    They are all the recalibration needs to know about the data: `apply_corrections` folds them
+    into the tensors without an image, which is how a run keeps every width's recalibration
+    (calibration.py) and a finished run gives the evaluated network with no dataset at hand."""
     from .inr_init import subsample_index
 
     targets = targets if targets is not None else full_width_stats(net, x)
     full, alphas = net.weights(generated), net.alphas()
     generated_convs = {l.name for l in net.generated if not l.is_linear}
-    out = dict(generated)
+    maps = {}
 
-    def layer(spec, h):
-        y = apply_layer(spec, h, full if spec.name not in generated_convs else out)
+    def layer(spec, h):  # each layer sees its uncorrected tensors, its input the corrected ones
+        y = apply_layer(spec, h, full)
         if spec.is_linear or (spec.name not in generated_convs and not net.norm.recalib_fixed):
             return y
         mean, std = channel_stats(y)
@@ -72,9 +83,19 @@ def recalibrate(net, fraction: float, generated: Mapping[str, torch.Tensor], x: 
         t_mean, t_std = targets[spec.name][0][idx], targets[spec.name][1][idx]
         a = t_std / (std + eps)
         c = t_mean - a * mean
-        w, b = f"{spec.name}.weight", f"{spec.name}.bias"
-        out[w] = full[w] * a.view(-1, *[1] * (full[w].dim() - 1))
-        out[b] = full[b] * a + c
+        maps[spec.name] = (a, c)
         return y * a.view(1, -1, 1, 1) + c.view(1, -1, 1, 1)
     net.family.forward(x, layer, lambda b: alphas.get(b.name, 1.0))
+    return maps
+
+
+def apply_corrections(net, generated: Mapping[str, torch.Tensor],
+                      maps: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """`generated` plus every corrected conv: a·(W∗x + b) + c is the conv (a·W, a·b + c)."""
+    full, out = net.weights(generated), dict(generated)
+    for name, (a, c) in maps.items():
+        w, b = f"{name}.weight", f"{name}.bias"
+        a, c = a.to(full[w].device), c.to(full[w].device)
+        out[w] = full[w] * a.view(-1, *[1] * (full[w].dim() - 1))
+        out[b] = full[b] * a + c
     return out

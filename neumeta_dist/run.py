@@ -11,6 +11,7 @@ Layout of `<run_dir>/` (README, docs/architecture.md):
     stage_<k>/final.pt            the stage's result, written before
     stage_<k>/COMPLETE            the marker, written last
     results.json, results.md, accuracy_vs_compression.png   the width sweep
+    calibration.pt                the sweep's recalibration of every network: no data needed after it
     tb/<name>/                    TensorBoard scalars (teacher, stage_<k>, eval)
     slurm/jobs.json               the SLURM chain's state (submit.py)
     individual.json               the per-width baseline (individual.py)
@@ -99,6 +100,11 @@ class RunDir:
     @property
     def results_json(self) -> Path:
         return self.root / "results.json"
+
+    @property
+    def calibration(self) -> Path:
+        """The evaluated networks' recalibration, stored by the sweep (calibration.py)."""
+        return self.root / "calibration.pt"
 
     @property
     def results_md(self) -> Path:

@@ -54,20 +54,23 @@ def width_row(width: float, kind: dict, params: int, full_params: int, accuracy:
 
 def sweep(net, widths: list[float], data, batch_size: int, samples: int,
           describe: Callable[[float], dict], accelerator=None, calib_x: torch.Tensor | None = None,
-          image_size: int = 0, held_out: Mapping[str, object] = {}) -> list[dict]:
+          image_size: int = 0, held_out: Mapping[str, object] = {},
+          weights_at: Callable[[float], dict] | None = None) -> list[dict]:
     """Accuracy on `data` (test) and on each `held_out` split, parameters, compression (and,
     given the side of the images, MACs per image) at each width; `describe(width)` adds what
-    the width is to training (widths.TrainingWidths.describe: seen, kind, novel_groups)."""
+    the width is to training (widths.TrainingWidths.describe: seen, kind, novel_groups).
+    `weights_at(width)`, when given, is the network to score at each width (a run's stored
+    networks: calibration.py) instead of `network_at` on `calib_x`."""
     full = net.params_at(1.0)
     cost = WidthCost.of(net, image_size) if image_size else None
     targets = None
-    if calib_x is not None:  # the full-width statistics, computed once for every width
+    if calib_x is not None and weights_at is None:  # the full-width statistics, computed once for every width
         from .recalib import full_width_stats
         calib_x = calib_x.to(net.inr.w_in.device)
         targets = full_width_stats(net, calib_x)
     rows = []
     for w in sorted(widths):
-        weights = network_at(net, w, samples, calib_x, targets)
+        weights = weights_at(w) if weights_at else network_at(net, w, samples, calib_x, targets)
         acc = by_split(lambda x: net(x, w, weights=weights)[0], data, held_out, batch_size, accelerator)
         params = net.params_at(w)
         rows.append(width_row(w, describe(w), params, full, acc, cost.macs(w) if cost else None))

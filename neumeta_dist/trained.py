@@ -11,6 +11,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import provenance
+from .calibration import Calibration, distinct_widths
 from .config import Config
 from .ema import EMA
 from .metamorphic import MetamorphicNet
@@ -67,6 +68,16 @@ def calibration_batch(ctx: RunContext) -> torch.Tensor | None:
     return norm_strategy(ctx.cfg.meta.norm).calibration_batch(ctx.splits, ctx.cfg.eval.calib_samples)
 
 
+def measure_calibration(ctx: RunContext, net: MetamorphicNet, stage: int, final: bool = True) -> Calibration:
+    """The recalibration of every network the run keeps (`eval.calibrate`: every distinct one,
+    or the evaluated widths'), on one calibration batch; `final`: of the stage's final.pt (a
+    data-free reader uses only such), else of a consolidated checkpoint."""
+    cfg = ctx.cfg
+    widths = list(cfg.eval.widths) + (distinct_widths(net) if cfg.eval.calibrate == "all" else [])
+    return Calibration.measure(net, widths, stage, cfg.eval.samples, calibration_batch(ctx),
+                               ctx.splits.image_size, ctx.splits.in_channels, "final" if final else "checkpoint")
+
+
 def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> dict:
     """Width sweep of the last complete stage (or of `result`, a consolidated checkpoint);
     writes results.{json,md} and the plot."""
@@ -75,9 +86,12 @@ def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> di
     net = net.to(accelerator.device)
     training = TrainingWidths.from_config(cfg.meta)
     held_out = held_out_splits(ctx)
+    calibration = measure_calibration(ctx, net, done, result is None)
+    if accelerator.is_main_process:  # before the sweep scores through it: then the two cannot differ
+        calibration.save(ctx.run.calibration)
     rows = sweep(net, cfg.eval.widths, ctx.splits.test, cfg.data.eval_batch_size, cfg.eval.samples,
-                 lambda w: training.describe(w, net.sizes, net.groups), accelerator, calibration_batch(ctx),
-                 ctx.splits.image_size, held_out)
+                 lambda w: training.describe(w, net.sizes, net.groups), accelerator, None,
+                 ctx.splits.image_size, held_out, lambda w: calibration.weights(net, w))
     results = {"teacher": teacher_row(ctx, accelerator, held_out),
                "widths": rows, "dataset": ctx.splits.name, "model": ctx.family.name, "recipe": cfg.recipe.name,
                "stages_completed": done, "stages_planned": len(ctx.stages),
