@@ -74,6 +74,14 @@ def cmd_plan(args) -> None:
     print(describe(ctx.family, ctx.stages, steps_per_stage(ctx.cfg, len(ctx.splits.train))))
 
 
+def cmd_config(args) -> None:
+    from .config import config_text, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    print(f"# {args.config}{' ' + ' '.join(args.overrides) if args.overrides else ''}: resolved and validated")
+    print(config_text(cfg), end="")
+
+
 def cmd_individual(args) -> None:
     from .config import load_config
     from .individual import train_individual
@@ -130,7 +138,7 @@ def cmd_shards(args) -> None:
 def cmd_train(args) -> None:
     from .pipeline import main as train_main
     train_main(["--config", args.config, *(["--stage", str(args.stage)] if args.stage is not None else []),
-                *args.overrides])
+                *(["--print-config"] if args.print_config else []), *args.overrides])
 
 
 def _pair(text: str, expected: str) -> tuple[str, str]:
@@ -157,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("train", help="run the pipeline (same as launch/train.py)")
     t.add_argument("--config", required=True)
     t.add_argument("--stage", type=opt.count(0), default=None, help="run only this stage (0 = teacher)")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config before starting")
     t.add_argument("overrides", nargs="*")
     t.set_defaults(fn=cmd_train)
 
@@ -164,6 +173,11 @@ def main(argv: list[str] | None = None) -> None:
     pl.add_argument("--config", required=True)
     pl.add_argument("overrides", nargs="*")
     pl.set_defaults(fn=cmd_plan)
+
+    cf = sub.add_parser("config", help="print the resolved, validated config (base chain + overrides): what will run")
+    cf.add_argument("config", type=opt.existing_file, help="experiment YAML, e.g. configs/demo.yaml")
+    cf.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
+    cf.set_defaults(fn=cmd_config)
 
     i = sub.add_parser("individual", help="train one network per width on its own (the baseline)")
     i.add_argument("--config", required=True)

@@ -531,7 +531,12 @@ def _validate(cfg: Config, source: str, files: bool = True) -> None:
             raise ConfigError(f"config {source}: model.channels={cfg.model.channels}: {why}") from None
 
 
+def config_text(cfg: Config) -> str:
+    """The resolved config as YAML: every key, in declaration order; load_config reads it back."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    path.write_text(config_text(cfg))
 
 

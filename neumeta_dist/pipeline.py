@@ -6,6 +6,7 @@ the last one (trained.py). `launch/train.py` and `neumeta-dist train` call `main
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from . import checkpoint as ckpt
@@ -13,7 +14,7 @@ from . import options as opt
 from . import probe
 from .distributed import data_parallel as parallel
 from .checkpointer import Checkpointer
-from .config import Config, ConfigError, load_config, save_config
+from .config import Config, ConfigError, config_text, load_config, save_config
 from .data import DataError
 from .models.family import Teacher
 from .results import results_table
@@ -77,10 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", required=True, help="experiment YAML, e.g. configs/demo.yaml")
     p.add_argument("--stage", type=opt.count(0), default=None,
                    help="run only this stage (0 = teacher + smoothing); default: every remaining stage")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved, validated config (as `neumeta-dist config`) before starting")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
     args = p.parse_intermixed_args(argv)  # `--stage k` may follow the overrides
     try:
-        run(load_config(args.config, args.overrides), args.stage)
+        cfg = load_config(args.config, args.overrides)
+        if args.print_config and os.environ.get("RANK", "0") == "0":  # once, not once per process
+            print(config_text(cfg), end="", flush=True)
+        run(cfg, args.stage)
     except (StageError, ckpt.CheckpointError, ConfigError, DataError, parallel.ParallelError) as e:
         raise SystemExit(f"error: {e}") from None
 
