@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .norms import NORMS, norm_strategy
+from .tracking import TRACKERS, tracker_names
 
 
 class ConfigError(ValueError):
@@ -210,6 +211,8 @@ class TrainConfig:
     stage_stream: str = choice("repeat", "continue")
     # The INR call of a step: on every rank, or each rank a slice of the rows (distributed/coordinate_parallel.py)
     generation: str = choice("replicated", "coordinate_parallel")
+    # experiment trackers, Accelerate's names, comma-separated (tracking.py): tensorboard, mlflow, wandb, aim, …
+    log_with: str = "tensorboard"
     lr: float = num(8e-4, "> 0")  # INR
     weight_decay: float = num(1e-4, ">= 0")
     lr_alpha: float = num(1e-4, "> 0")  # SkipInit residual scales
@@ -292,8 +295,9 @@ class Config:
         count, so a resumed run may change them."""
         d = self.to_dict()
         d.pop("run_dir")
-        for key in ("log_every", "save_every", "keep_checkpoints", "resume"):
+        for key in ("log_every", "save_every", "keep_checkpoints", "resume", "log_with"):
             d["train"].pop(key)
+        d["eval"].pop("calibrate")  # what evaluation stores (and older digests stay valid)
         d["teacher"].pop("format")  # how the file is read, not what it holds (and older digests stay valid)
         d["teacher"].pop("save_every")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -482,7 +486,10 @@ def _validate(cfg: Config, source: str, files: bool = True) -> None:
     whose one-line errors say which file of which dataset is missing and how to get it."""
     check_fields(cfg, source)
     m, t, loss = cfg.meta, cfg.train, cfg.loss
+    unknown = [n for n in tracker_names(t.log_with) if n not in TRACKERS]
     checks = [
+        (not unknown, "train.log_with", f"{t.log_with!r}: unknown tracker {', '.join(map(repr, unknown))} "
+         f"(allowed, comma-separated: {', '.join(TRACKERS)}, or none)"),
         (m.min_width <= m.max_width, "meta.min_width/max_width",
          f"min_width={m.min_width:g} > max_width={m.max_width:g}: need min_width <= max_width"),
         (not m.train_widths or (len(m.train_widths) >= 2 and min(m.train_widths) == m.min_width

@@ -1,5 +1,6 @@
-"""Training progress on the main process: TensorBoard scalars and a tqdm bar, and the
-step logging shared by the teacher's loop and the stage loop."""
+"""Training progress on the main process: the trackers' scalars (`train.log_with`,
+tracking.py; TensorBoard by default) and a tqdm bar, and the step logging shared by the
+teacher's loop, the stage loop and the baselines'."""
 from __future__ import annotations
 
 import os
@@ -9,15 +10,19 @@ from typing import Callable
 
 
 class Logger:
-    """TensorBoard scalars + a tqdm bar, on the main process only; no-ops elsewhere."""
+    """Tracker scalars + a tqdm bar, on the main process only; no-ops elsewhere. `tb_dir` is
+    `<run>/tb/<name>`: the loop's name and its run directory for every tracker; `config` (the
+    resolved config as a dict) is stored as the trackers' hyper-parameters."""
 
-    def __init__(self, accelerator, tb_dir: Path, total: int, desc: str, initial: int = 0):
+    def __init__(self, accelerator, tb_dir: Path, total: int, desc: str, initial: int = 0,
+                 log_with: str = "tensorboard", config: dict | None = None):
         self.active = accelerator.is_main_process
-        self.writer = self.bar = None
+        self.trackers, self.bar = [], None
         if self.active:
-            from torch.utils.tensorboard import SummaryWriter
             from tqdm.auto import tqdm
-            self.writer = SummaryWriter(str(tb_dir))
+
+            from .tracking import open_trackers
+            self.trackers = open_trackers(log_with, Path(tb_dir).parent.parent, Path(tb_dir).name, config)
             self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
                             disable=os.environ.get("NEUMETA_NO_BAR") == "1")
         self._t, self._n = time.perf_counter(), 0
@@ -45,8 +50,8 @@ class Logger:
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.active:
-            for k, v in values.items():
-                self.writer.add_scalar(k, v, step)
+            from .tracking import log
+            log(self.trackers, {k: float(v) for k, v in values.items()}, step)
 
     def progress(self, step: int, **postfix) -> None:
         """Move the bar to `step` (absolute, so a resumed run starts where it left off)."""
@@ -62,5 +67,6 @@ class Logger:
 
     def close(self) -> None:
         if self.active:
+            from .tracking import close
             self.bar.close()
-            self.writer.close()
+            close(self.trackers)

@@ -184,7 +184,8 @@ def train(net: Slimmable, cfg: Config, accelerator, splits: Splits, widths: Trai
     data = train_batches(cfg, accelerator, splits.train, start * (n if per_width else 1))
     select = Selection(folder, cfg.train.select_every, cfg.digest())
     widest = net.family.sizes(1.0, groups)
-    log = Logger(accelerator, log_dir, steps, "slimmable", initial=start)
+    log = Logger(accelerator, log_dir, steps, "slimmable", initial=start, log_with=cfg.train.log_with,
+                 config=cfg.to_dict())
     for step in range(start + 1, steps + 1):
         model.train()
         rng = random.Random(f"{cfg.train.seed}/slimmable/{step}")

@@ -137,7 +137,8 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, che
     if saver:
         saver.resume(sched)
     total = start + data.batches_until(tc.epochs)
-    log = Logger(accelerator, RunDir(cfg.run_dir).tb(name), total, name, initial=start)
+    log = Logger(accelerator, RunDir(cfg.run_dir).tb(name), total, name, initial=start,
+                 log_with=cfg.train.log_with, config=cfg.to_dict())
     model.train()
     for step in range(start, total):
         x, y = next(data)

@@ -93,7 +93,7 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
     model = _stage_start(ctx, k).to(accelerator.device)
     parallel.freeze_unused(model, list(model.alphas().values()))
     total = steps_per_stage(cfg, len(ctx.splits.train))
-    log = Logger(accelerator, ctx.run.tb(sdir.name), total, sdir.name)
+    log = Logger(accelerator, ctx.run.tb(sdir.name), total, sdir.name, log_with=cfg.train.log_with, config=cfg.to_dict())
     if resume_from is None:
         _initialise(cfg, model, stage, log)
     ex = Execution.from_config(tc)

@@ -103,7 +103,7 @@ def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> di
                                    wall_s=_wall_times(ctx, done))}
     if accelerator.is_main_process:
         write_results(ctx.run.root, results)
-        _log_sweep(ctx.run, rows)
+        _log_sweep(ctx.run, rows, cfg)
     return results
 
 
@@ -134,12 +134,13 @@ def _wall_times(ctx: RunContext, done: int) -> dict[str, float]:
     return out
 
 
-def _log_sweep(run: RunDir, rows: list[dict]) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-    with SummaryWriter(str(run.tb("eval"))) as tb:
-        for row in rows:  # x axis: width in per mille, so widths sort as numbers do
-            tb.add_scalar("eval/accuracy_vs_width", row["accuracy"], round(1000 * row["width"]))
-            tb.add_scalar("eval/compression_vs_width", row["compression"], round(1000 * row["width"]))
+def _log_sweep(run: RunDir, rows: list[dict], cfg: Config) -> None:
+    from .tracking import close, log, open_trackers
+    trackers = open_trackers(cfg.train.log_with, run.root, "eval", cfg.to_dict())
+    for row in rows:  # x axis: width in per mille, so widths sort as numbers do
+        log(trackers, {"eval/accuracy_vs_width": row["accuracy"], "eval/compression_vs_width": row["compression"]},
+            round(1000 * row["width"]))
+    close(trackers)
 
 
 def open_run(run: Path, overrides: list[str], result: dict | None = None) -> RunContext:
