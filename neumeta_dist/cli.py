@@ -125,12 +125,20 @@ def cmd_report(args) -> None:
 
 
 def cmd_shards(args) -> None:
+    import os
+    import time
+
     from .data.shards import write_dataset
 
+    workers = args.workers or min(8, os.cpu_count() or 1)
+    t0 = time.perf_counter()
     index = write_dataset(args.source, args.path, args.out, args.maxcount, args.maxsize, args.holdout, args.seed,
-                          args.name, verify=not args.no_verify)
+                          args.name, verify=not args.no_verify, workers=workers)
+    seconds = time.perf_counter() - t0
     for split, s in index["splits"].items():
         print(f"{split}: {s['count']:,} samples in {len(s['shards'])} shards")
+    total = sum(s["count"] for s in index["splits"].values())
+    print(f"{total:,} images in {seconds:.1f} s ({total / max(seconds, 1e-9):,.0f} images/s, {workers} workers)")
     print(f"wrote {Path(args.out) / 'index.json'} ({len(index['classes'])} classes"
           f"{', verified' if not args.no_verify else ''}); train with data.dataset=shards data.root={args.out}")
 
@@ -249,9 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     c.set_defaults(fn=cmd_consolidate)
 
     sh = sub.add_parser("shards", help="write WebDataset shards + index.json from ImageNet/Fashion-MNIST/CIFAR")
-    sh.add_argument("--source", required=True, choices=["imagefolder", "fashion-mnist", "cifar10", "cifar100"])
+    sh.add_argument("--source", required=True, choices=["imagefolder", "imagenet", "fashion-mnist", "cifar10", "cifar100"])
     sh.add_argument("path", type=opt.existing_dir,
-                    help="imagefolder: root with train/<class>/*.JPEG (+ val/<class>/*); "
+                    help="imagefolder: root with train/<class>/*.JPEG (+ val/<class>/*); imagenet: the folder of "
+                         "the downloaded ILSVRC2012_img_train.tar (+ ILSVRC2012_img_val.tar and "
+                         "ILSVRC2012_devkit_t12.tar.gz), read in place; "
                          "fashion-mnist: the IDX folder; cifar*: the python-pickle folder")
     sh.add_argument("--out", type=opt.output_dir, required=True,
                     help="output folder for <split>-NNNNNN.tar and index.json")
@@ -261,6 +271,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="fraction of train held out (by key hash) as the `holdout` split for model selection")
     sh.add_argument("--seed", type=int, default=0, help="seed of the sample order inside the shards")
     sh.add_argument("--name", default="", help="dataset name recorded in the index (default: folder/source)")
+    sh.add_argument("--workers", type=opt.count(0), default=0,
+                    help="processes that read and check the images (0: one per core, at most 8); the shards "
+                         "are the same for any number")
     sh.add_argument("--no-verify", action="store_true",
                     help="copy images without decoding them first, and skip reading every shard back after writing")
     sh.set_defaults(fn=cmd_shards)

@@ -12,6 +12,13 @@ training set by a hash of the key, so it never overlaps `train`, does not depend
 files are listed in, and a sample stays on its side when the source grows. ImageNet's `val/`
 folder becomes `test` (reported accuracy); model selection uses `holdout`.
 
+Sources: an ImageFolder tree, ImageNet's archives as downloaded (`imagenet_items`: the train
+tar of per-class tars, the flat validation tar labelled by the devkit's ground truth, as
+torchvision's ImageNet reader does; read in place, nothing extracted, keys and order those of
+the extracted tree, so both give the same shards byte for byte), Fashion-MNIST and CIFAR.
+Worker processes (`workers`) read and check the images; the main process writes every tar in
+order, so the shards do not depend on the number of workers.
+
 The writer refuses what a reader could not use, naming the file: a class folder without an
 image, an image that does not decode (`verify`: each is decoded, JPEGs at 1/8 scale, before it
 is written), two files that give one key (`a.jpg` beside `a.png`), an output path that is a file.
@@ -40,7 +47,9 @@ INDEX = "index.json"
 FORMAT = "neumeta-dist shards v1"
 IMAGE_EXTS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-SOURCES = ("imagefolder", "fashion-mnist", "cifar10", "cifar100")
+SOURCES = ("imagefolder", "imagenet", "fashion-mnist", "cifar10", "cifar100")
+# ImageNet as downloaded (image-net.org, ILSVRC2012): what `--source imagenet FOLDER` reads
+TRAIN_ARCHIVE, VAL_ARCHIVE, DEVKIT = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "ILSVRC2012_devkit_t12.tar.gz"
 
 
 class ShardError(DataError):
@@ -163,6 +172,99 @@ def imagefolder_items(root: Path) -> tuple[dict[str, list[Item]], list[str], dic
     return out, classes, meta
 
 
+@dataclass(frozen=True)
+class ArchiveMember:
+    """The bytes of one file inside an uncompressed tar (nested tars included), read in place:
+    an absolute offset and a size, so any process can read it without scanning the archive."""
+
+    path: str
+    offset: int
+    size: int
+
+    def __call__(self) -> bytes:
+        fh = _OPEN.get(self.path)
+        if fh is None:  # one handle per archive and process (workers fork with none open)
+            fh = _OPEN[self.path] = open(self.path, "rb")
+        fh.seek(self.offset)
+        return fh.read(self.size)
+
+
+_OPEN: dict[str, object] = {}
+
+
+def imagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], dict]:
+    """ImageNet as downloaded into `root`: ILSVRC2012_img_train.tar (one tar per class, `<wnid>.tar`
+    of `<wnid>_<n>.JPEG`), and, when present, ILSVRC2012_img_val.tar (50,000 flat JPEGs) with
+    ILSVRC2012_devkit_t12.tar.gz (their labels: data/ILSVRC2012_validation_ground_truth.txt,
+    the ILSVRC2012_ID of each image in name order, mapped to wnids by data/meta.mat). Keys are
+    those of the extracted tree (`train/<wnid>/<stem>`, `val/<wnid>/<stem>`)."""
+    train_tar = root / TRAIN_ARCHIVE
+    if not train_tar.is_file():
+        raise ShardError(f"{train_tar} not found: --source imagenet reads the archives as downloaded "
+                         f"({TRAIN_ARCHIVE}, and for the test split {VAL_ARCHIVE} + {DEVKIT}) from one folder")
+    train = []
+    with tarfile.open(train_tar, "r:") as outer:
+        for cls_tar in outer:
+            if not cls_tar.name.endswith(".tar"):
+                continue
+            wnid = Path(cls_tar.name).stem
+            with tarfile.open(fileobj=outer.extractfile(cls_tar), mode="r:") as inner:
+                members = [m for m in inner if m.isfile()]
+            if not members:
+                raise ShardError(f"{train_tar}:{cls_tar.name}: class archive without an image")
+            train += [(wnid, Path(m.name).name, ArchiveMember(str(train_tar), cls_tar.offset_data + m.offset_data, m.size))
+                      for m in members]
+    classes = sorted({wnid for wnid, _, _ in train})
+    parts = {"train": _archive_items("train", train, classes, train_tar)}
+    if (root / VAL_ARCHIVE).is_file():
+        labels = val_labels(root / DEVKIT)
+        with tarfile.open(root / VAL_ARCHIVE, "r:") as tar:
+            files = sorted((m for m in tar if m.isfile()), key=lambda m: m.name)
+        if len(files) != len(labels):
+            raise ShardError(f"{root / VAL_ARCHIVE} holds {len(files)} images, {DEVKIT} labels {len(labels)}")
+        val = [(wnid, Path(m.name).name, ArchiveMember(str(root / VAL_ARCHIVE), m.offset_data, m.size))
+               for m, wnid in zip(files, labels)]
+        parts["test"] = _archive_items("val", val, classes, root / VAL_ARCHIVE)
+    meta = {"channels": 3, "image_size": 0, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    return parts, classes, meta
+
+
+def _archive_items(folder: str, files: list[tuple[str, str, ArchiveMember]], classes: list[str],
+                   archive: Path) -> list[Item]:
+    """Items in the order (class, file name) an ImageFolder listing of the extracted tree has."""
+    label = {c: i for i, c in enumerate(classes)}
+    items = []
+    for wnid, name, member in sorted(files, key=lambda f: (f[0], f[1])):
+        ext = IMAGE_EXTS.get(Path(name).suffix.lower())
+        if ext is None:
+            continue
+        if wnid not in label:
+            raise ShardError(f"{archive}: {name} is labelled {wnid!r}, not among the training classes")
+        key = f"{folder}/{wnid}/{Path(name).with_suffix('')}".replace(".", "_")
+        items.append(Item(key, label[wnid], ext, member, f"{archive}:{name}"))
+    return items
+
+
+def val_labels(devkit: Path) -> list[str]:
+    """The wnid of each validation image, in file-name order, from the devkit archive (as
+    torchvision's `parse_devkit_archive`: meta.mat's leaf synsets map ILSVRC2012_ID to wnid)."""
+    if not devkit.is_file():
+        raise ShardError(f"{devkit} not found: the validation images' labels come from it (or leave "
+                         f"{VAL_ARCHIVE} out of the folder to write no test split)")
+    try:
+        import scipy.io
+    except ImportError:
+        raise ShardError(f"reading {devkit.name}'s meta.mat needs scipy: pip install 'neumeta-dist[imagenet]'") from None
+    with tarfile.open(devkit, "r:gz") as tar:
+        read = {Path(m.name).name: m for m in tar if m.isfile()}
+        if "meta.mat" not in read or "ILSVRC2012_validation_ground_truth.txt" not in read:
+            raise ShardError(f"{devkit}: no data/meta.mat or data/ILSVRC2012_validation_ground_truth.txt in it")
+        synsets = scipy.io.loadmat(io.BytesIO(tar.extractfile(read["meta.mat"]).read()), squeeze_me=True)["synsets"]
+        truth = tar.extractfile(read["ILSVRC2012_validation_ground_truth.txt"]).read().decode().split()
+    wnid = {int(s[0]): str(s[1]) for s in synsets if int(s[4]) == 0}  # (ILSVRC2012_ID, WNID, …, num_children)
+    return [wnid[int(i)] for i in truth]
+
+
 def array_items(source: str, root: Path) -> tuple[dict[str, list[Item]], list[str], dict]:
     """Fashion-MNIST / CIFAR through sources.py's readers, each image encoded as a lossless PNG."""
     import torch
@@ -197,11 +299,13 @@ def _png(x: np.ndarray, i: int) -> Callable[[], bytes]:
 
 
 def write_dataset(source: str, path: str | Path, out: str | Path, maxcount: int = 1000, maxsize: int = 3 << 30,
-                  holdout: float = 0.01, seed: int = 0, name: str = "", verify: bool = True) -> dict:
+                  holdout: float = 0.01, seed: int = 0, name: str = "", verify: bool = True,
+                  workers: int = 1) -> dict:
     """Convert a source into shards + `index.json` under `out`; returns the index.
 
     `verify`: decode every image before it is written and read every tar back after (off:
-    bytes are copied as they are, e.g. to test how readers handle a corrupt sample)."""
+    bytes are copied as they are, e.g. to test how readers handle a corrupt sample).
+    `workers`: processes that read and check the images (the tars are the same for any number)."""
     from tqdm.auto import tqdm
 
     path, out = Path(path), Path(out)
@@ -213,7 +317,8 @@ def write_dataset(source: str, path: str | Path, out: str | Path, maxcount: int 
         raise ShardError(f"--holdout {holdout}: need 0 <= holdout < 1")
     if maxcount < 1 or maxsize < 1:
         raise ShardError("--maxcount and --maxsize must be >= 1")
-    parts, classes, meta = imagefolder_items(path) if source == "imagefolder" else array_items(source, path)
+    read = {"imagefolder": imagefolder_items, "imagenet": imagenet_items}.get(source)
+    parts, classes, meta = read(path) if read else array_items(source, path)
     train = parts.pop("train")
     parts = {"train": [i for i in train if not in_holdout(i.key, holdout)],
              "holdout": [i for i in train if in_holdout(i.key, holdout)], **parts}
@@ -221,12 +326,13 @@ def write_dataset(source: str, path: str | Path, out: str | Path, maxcount: int 
     index = {"format": FORMAT, "name": name or (path.name if source == "imagefolder" else source),
              "source": source, "classes": classes, **meta, "holdout_fraction": holdout, "seed": seed, "splits": {}}
     written = {}
-    with tqdm(total=sum(map(len, parts.values())), desc="writing shards", unit="img", dynamic_ncols=True,
+    with tqdm(total=sum(map(len, parts.values())), desc=f"writing shards ({workers} workers)", unit="img",
+              dynamic_ncols=True,
               disable=os.environ.get("NEUMETA_NO_BAR") == "1") as bar:
         for split, items in parts.items():
             items = list(items)
             random.Random(f"{seed}/{split}").shuffle(items)  # class-sorted folders → mixed shards
-            shards, keys = _write_split(items, out, split, maxcount, maxsize, bar, verify)
+            shards, keys = _write_split(items, out, split, maxcount, maxsize, bar, verify, workers)
             index["splits"][split] = {"count": len(items), "shards": shards}
             written.update(keys)
     if verify:
@@ -237,24 +343,59 @@ def write_dataset(source: str, path: str | Path, out: str | Path, maxcount: int 
 
 
 def _write_split(items: Sequence[Item], out: Path, split: str, maxcount: int, maxsize: int,
-                 bar, verify: bool = True) -> tuple[list[dict], dict[str, list[tuple[str, int]]]]:
+                 bar, verify: bool = True, workers: int = 1) -> tuple[list[dict], dict[str, list[tuple[str, int]]]]:
     """Rotate to a new tar at `maxcount` samples or before `maxsize` bytes."""
     shards, keys, tar = [], {}, None
-    for item in items:
-        payload = item.load()
-        if verify:
-            check_image(payload, item.origin or item.key)
-        if tar is None or tar.count >= maxcount or (tar.count and tar.size_with(len(payload)) > maxsize):
-            if tar is not None:
-                shards.append(tar.close())
-            tar = _Tar(out, f"{split}-{len(shards):06d}.tar")
-            keys[tar.name] = []
-        tar.write(item, payload)
-        keys[tar.name].append((item.key, item.label))
-        bar.update(1)
+    try:
+        for item, payload in zip(items, payloads(items, verify, workers)):
+            if tar is None or tar.count >= maxcount or (tar.count and tar.size_with(len(payload)) > maxsize):
+                if tar is not None:
+                    shards.append(tar.close())
+                tar = _Tar(out, f"{split}-{len(shards):06d}.tar")
+                keys[tar.name] = []
+            tar.write(item, payload)
+            keys[tar.name].append((item.key, item.label))
+            bar.update(1)
+    except BaseException:
+        if tar is not None:  # a refused image: no half-written temporary tar left behind
+            tar.discard()
+        raise
     if tar is not None:
         shards.append(tar.close())
     return shards, keys
+
+
+def payloads(items: Sequence[Item], verify: bool, workers: int = 1) -> Iterator[bytes]:
+    """Each item's bytes, checked (`verify`), in order; read by `workers` forked processes.
+
+    Forked, so the items (whose loaders may be closures) reach the workers without pickling:
+    tasks are indices, results the bytes, `imap` keeps their order."""
+    if workers <= 1 or len(items) < 2:
+        yield from (_checked(item, verify) for item in items)
+        return
+    import multiprocessing
+    global _ITEMS, _VERIFY
+    _ITEMS, _VERIFY = items, verify
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            yield from pool.imap(_checked_at, range(len(items)), chunksize=max(1, min(64, len(items) // (4 * workers))))
+    finally:
+        _ITEMS = None
+
+
+_ITEMS: Sequence[Item] | None = None  # the split being written, inherited by forked workers
+_VERIFY = True
+
+
+def _checked(item: Item, verify: bool) -> bytes:
+    payload = item.load()
+    if verify:
+        check_image(payload, item.origin or item.key)
+    return payload
+
+
+def _checked_at(i: int) -> bytes:
+    return _checked(_ITEMS[i], _VERIFY)
 
 
 class _Tar:
@@ -284,6 +425,11 @@ class _Tar:
         self.writer.write({"__key__": item.key, item.ext: payload, "cls": str(item.label).encode()})
         self.count += 1
         self.bytes += self.sample_bytes(len(payload))
+
+    def discard(self) -> None:
+        self.writer.close()
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
 
     def close(self) -> dict:
         self.writer.close()
