@@ -29,6 +29,11 @@ class ConfigError(ValueError):
     pass
 
 
+# model.family's allowed names: the families of models/ (names only, so this module stays
+# torch-free); `models.register_family` appends a new family's name here
+FAMILIES: list[str] = ["resnet20", "resnet56", "resnet18", "resnet50", "lenet"]
+
+
 def choice(default: str, *allowed: str):
     return field(default=default, metadata={"choices": (default, *allowed)})
 
@@ -111,7 +116,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    family: str = choice("resnet20", "resnet56", "resnet18", "resnet50", "lenet")
+    family: str = field(default="resnet20", metadata={"choices": FAMILIES})  # models.register_family adds
     width: float = num(1.0, "> 0")  # multiplier of the family's stage channels (the teacher width)
     channels: list[int] = num([], ">= 1")  # explicit stage channels; overrides width
 

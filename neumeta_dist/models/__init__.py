@@ -19,6 +19,16 @@ REGISTRY: dict[str, tuple[type, Callable]] = {
 }
 
 
+def register_family(name: str, cls: type, builder: Callable) -> None:
+    """Make a family buildable by name (`model.family: <name>` in a config, `build_family`) and
+    rebuildable from a saved artefact: `cls` is its frozen dataclass, `builder(name, width,
+    channels, in_channels, num_classes)` returns one (docs/families.md)."""
+    from ..config import FAMILIES
+    REGISTRY[name] = (cls, builder)
+    if name not in FAMILIES:
+        FAMILIES.append(name)
+
+
 def build_family(name: str, width: float = 1.0, channels: tuple[int, ...] | None = None,
                  in_channels: int = 3, num_classes: int = 10, norm: str = "batch"):
     """`width` multiplies the family's default channels; an explicit `channels` overrides both.
