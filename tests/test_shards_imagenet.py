@@ -68,11 +68,14 @@ def test_the_downloaded_archives_give_the_shards_of_their_extracted_tree(tmp_pat
     pytest.importorskip("scipy")
     tree = make_image_folder(tmp_path / "tree", per_class=6, val=3)
     archives = _archives(tree, tmp_path / "downloads")
-    a = write_dataset("imagenet", archives, tmp_path / "from_archives", maxcount=5, holdout=0.2, name="imagenet")
     b = write_dataset("imagefolder", tree, tmp_path / "from_tree", maxcount=5, holdout=0.2, name="imagenet")
-    assert a["splits"]["test"]["count"] == 9 and a["splits"]["train"]["count"] + a["splits"]["holdout"]["count"] == 18
-    assert {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
-    assert _files(tmp_path / "from_archives") == _files(tmp_path / "from_tree")
+    for workers in (1, 3):  # 3 after 1: forked workers must not share the parent's open archive
+        a = write_dataset("imagenet", archives, tmp_path / f"archives_{workers}", maxcount=5, holdout=0.2,
+                          name="imagenet", workers=workers)
+        assert a["splits"]["test"]["count"] == 9
+        assert a["splits"]["train"]["count"] + a["splits"]["holdout"]["count"] == 18
+        assert {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
+        assert _files(tmp_path / f"archives_{workers}") == _files(tmp_path / "from_tree")
 
 
 def test_more_workers_write_the_same_shards_as_one(tmp_path):

@@ -182,14 +182,17 @@ class ArchiveMember:
     size: int
 
     def __call__(self) -> bytes:
-        fh = _OPEN.get(self.path)
-        if fh is None:  # one handle per archive and process (workers fork with none open)
-            fh = _OPEN[self.path] = open(self.path, "rb")
+        # one handle per archive and process: a forked worker must not share its parent's,
+        # whose file offset would move under it with every seek of another process
+        key = (os.getpid(), self.path)
+        fh = _OPEN.get(key)
+        if fh is None:
+            fh = _OPEN[key] = open(self.path, "rb")
         fh.seek(self.offset)
         return fh.read(self.size)
 
 
-_OPEN: dict[str, object] = {}
+_OPEN: dict[tuple[int, str], object] = {}
 
 
 def imagenet_items(root: Path) -> tuple[dict[str, list[Item]], list[str], dict]:
