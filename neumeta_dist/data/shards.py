@@ -339,7 +339,7 @@ def write_dataset(source: str, path: str | Path, out: str | Path, maxcount: int 
             index["splits"][split] = {"count": len(items), "shards": shards}
             written.update(keys)
     if verify:
-        verify_shards(out, index, written)
+        verify_shards(out, index, written, workers)
     from ..checkpoint import atomic_write_text
     atomic_write_text(out / INDEX, json.dumps(index, indent=1))
     return index
@@ -465,15 +465,27 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_shards(out: Path, index: dict, written: dict[str, list[tuple[str, int]]]) -> None:
-    """Read every tar back: its keys and labels in written order, and an image member each."""
-    for split in index["splits"].values():
-        for shard in split["shards"]:
-            got = []
-            for key, fields in read_samples(out / shard["name"]):
-                if "cls" not in fields or not ({"jpg", "png"} & set(fields)):
-                    raise ShardError(f"{out / shard['name']}: sample {key} lacks its image or .cls after writing")
-                got.append((key, int(fields["cls"])))
-            if got != written[shard["name"]]:
-                raise ShardError(f"{out / shard['name']}: read back {len(got)} samples that differ from the "
-                                 f"{len(written[shard['name']])} written: the disk or filesystem lost data")
+def verify_shards(out: Path, index: dict, written: dict[str, list[tuple[str, int]]], workers: int = 1) -> None:
+    """Read every tar back (`workers` processes): its keys and labels in written order, and an
+    image member each."""
+    paths = [out / shard["name"] for split in index["splits"].values() for shard in split["shards"]]
+    if workers > 1 and len(paths) > 1:
+        import multiprocessing
+        with multiprocessing.get_context("fork").Pool(min(workers, len(paths))) as pool:
+            read = pool.map(shard_labels, paths, chunksize=1)
+    else:
+        read = [shard_labels(p) for p in paths]
+    for path, got in zip(paths, read):
+        if got != written[path.name]:
+            raise ShardError(f"{path}: read back {len(got)} samples that differ from the "
+                             f"{len(written[path.name])} written: the disk or filesystem lost data")
+
+
+def shard_labels(path: Path) -> list[tuple[str, int]]:
+    """(key, label) of every sample of a tar, each checked to hold an image and its label."""
+    got = []
+    for key, fields in read_samples(path):
+        if "cls" not in fields or not ({"jpg", "png"} & set(fields)):
+            raise ShardError(f"{path}: sample {key} lacks its image or .cls after writing")
+        got.append((key, int(fields["cls"])))
+    return got
