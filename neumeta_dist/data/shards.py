@@ -16,8 +16,8 @@ Sources: an ImageFolder tree, ImageNet's archives as downloaded (`imagenet_items
 tar of per-class tars, the flat validation tar labelled by the devkit's ground truth, as
 torchvision's ImageNet reader does; read in place, nothing extracted, keys and order those of
 the extracted tree, so both give the same shards byte for byte), Fashion-MNIST and CIFAR.
-Worker processes (`workers`) read and check the images; the main process writes every tar in
-order, so the shards do not depend on the number of workers.
+Worker processes (`workers`) check the images (decoding them: the cost); the main process reads
+and writes every tar in order, so the shards do not depend on the number of workers.
 
 The writer refuses what a reader could not use, naming the file: a class folder without an
 image, an image that does not decode (`verify`: each is decoded, JPEGs at 1/8 scale, before it
@@ -369,25 +369,29 @@ def _write_split(items: Sequence[Item], out: Path, split: str, maxcount: int, ma
 
 
 def payloads(items: Sequence[Item], verify: bool, workers: int = 1) -> Iterator[bytes]:
-    """Each item's bytes, checked (`verify`), in order; read by `workers` forked processes.
+    """Each item's bytes, in order, checked first (`verify`) — by `workers` forked processes.
 
-    Forked, so the items (whose loaders may be closures) reach the workers without pickling:
-    tasks are indices, results the bytes, `imap` keeps their order."""
-    if workers <= 1 or len(items) < 2:
+    The check (decoding every image) is the cost; reading the bytes is not (a file or archive
+    read, a small PNG encode). So workers only check, and send back nothing but the verdict;
+    the main process reads each item itself, once its check is in, in order. Forked, so the
+    items (whose loaders may be closures) reach the workers without pickling: tasks are indices.
+    """
+    if workers <= 1 or len(items) < 2 or not verify:
         yield from (_checked(item, verify) for item in items)
         return
     import multiprocessing
-    global _ITEMS, _VERIFY
-    _ITEMS, _VERIFY = items, verify
+    global _ITEMS
+    _ITEMS = items
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            yield from pool.imap(_checked_at, range(len(items)), chunksize=max(1, min(64, len(items) // (4 * workers))))
+            chunk = max(1, min(64, len(items) // (4 * workers)))
+            for item, _ in zip(items, pool.imap(_check_at, range(len(items)), chunksize=chunk)):
+                yield item.load()
     finally:
         _ITEMS = None
 
 
 _ITEMS: Sequence[Item] | None = None  # the split being written, inherited by forked workers
-_VERIFY = True
 
 
 def _checked(item: Item, verify: bool) -> bytes:
@@ -397,8 +401,8 @@ def _checked(item: Item, verify: bool) -> bytes:
     return payload
 
 
-def _checked_at(i: int) -> bytes:
-    return _checked(_ITEMS[i], _VERIFY)
+def _check_at(i: int) -> None:
+    _checked(_ITEMS[i], True)
 
 
 class _Tar:
