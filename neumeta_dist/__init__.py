@@ -9,20 +9,51 @@ The library face (api.py), in three lines and with no dataset at hand:
 
 plus `run.widths` (every evaluated width: kind and accuracy), `run.params(w)`, `run.macs(w)`,
 and `nd.train(config, overrides)` for scripts. Importing the package stays torch-free (the
-SLURM login-node tools import `neumeta_dist.run`): the names below load api.py on first use.
+SLURM login-node tools import `neumeta_dist.run`): api.py loads on first use.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+import types
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from .api import Run, WidthResult, load, train
+    from .api import Run, WidthResult
 
 __all__ = ["Run", "WidthResult", "load", "train"]
 
 
+def load(path: str | Path, overrides: Sequence[str] = ()) -> "Run":
+    """A finished run directory (or a checkpoint of one) as a `Run`: `network(width)`, `export`,
+    `widths`, `params`, `macs` (api.load)."""
+    from .api import load as load_run
+    return load_run(path, overrides)
+
+
+def train(config: str | Path | None, overrides: Sequence[str] = (), stage: int | None = None) -> "Run | None":
+    """Run the pipeline of `config` + `key=value` overrides in this process; the evaluated run
+    (None while stages remain) (api.train)."""
+    from .api import train as train_run
+    return train_run(config, overrides, stage)
+
+
 def __getattr__(name: str):
-    if name in __all__:
+    if name in ("Run", "WidthResult"):
         from . import api
         return getattr(api, name)
     raise AttributeError(f"module 'neumeta_dist' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """`neumeta_dist.train` stays the function above: importing the submodule of the same name
+    (train.py, the stage loop; `from neumeta_dist.train import …` still reaches it through
+    sys.modules) would otherwise replace the package's attribute with the module."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "train" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -60,6 +60,12 @@ def no_data(monkeypatch):
     monkeypatch.setattr("neumeta_dist.data.load_splits", refuse)
 
 
+def test_nd_train_stays_the_function_when_the_stage_loop_module_of_that_name_is_imported():
+    import neumeta_dist.train  # noqa: F401  (train.py, the stage loop)
+    from neumeta_dist.train import train_stage  # still reachable
+    assert nd.train.__module__ == "neumeta_dist" and callable(train_stage)
+
+
 def test_a_finished_run_gives_the_evaluated_network_at_every_width_without_its_data(finished, no_data):
     run_dir, test = finished
     run = nd.load(run_dir)

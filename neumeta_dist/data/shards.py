@@ -379,11 +379,10 @@ def payloads(items: Sequence[Item], verify: bool, workers: int = 1) -> Iterator[
     if workers <= 1 or len(items) < 2 or not verify:
         yield from (_checked(item, verify) for item in items)
         return
-    import multiprocessing
     global _ITEMS
     _ITEMS = items
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with _pool(workers) as pool:
             chunk = max(1, min(64, len(items) // (4 * workers)))
             for item, _ in zip(items, pool.imap(_check_at, range(len(items)), chunksize=chunk)):
                 yield item.load()
@@ -392,6 +391,21 @@ def payloads(items: Sequence[Item], verify: bool, workers: int = 1) -> Iterator[
 
 
 _ITEMS: Sequence[Item] | None = None  # the split being written, inherited by forked workers
+
+
+def _pool(workers: int):
+    """Forked worker processes with the default signal handlers: a parent that trained in this
+    process records SIGTERM for a clean stop (distributed/preemption.py), and workers that
+    inherited that would ignore the SIGTERM with which the pool ends them, and the pool would
+    wait on them for ever."""
+    import multiprocessing
+    return multiprocessing.get_context("fork").Pool(workers, initializer=_default_signals)
+
+
+def _default_signals() -> None:
+    import signal
+    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):
+        signal.signal(s, signal.SIG_DFL)
 
 
 def _checked(item: Item, verify: bool) -> bytes:
@@ -474,8 +488,7 @@ def verify_shards(out: Path, index: dict, written: dict[str, list[tuple[str, int
     image member each."""
     paths = [out / shard["name"] for split in index["splits"].values() for shard in split["shards"]]
     if workers > 1 and len(paths) > 1:
-        import multiprocessing
-        with multiprocessing.get_context("fork").Pool(min(workers, len(paths))) as pool:
+        with _pool(min(workers, len(paths))) as pool:
             read = pool.map(shard_labels, paths, chunksize=1)
     else:
         read = [shard_labels(p) for p in paths]
