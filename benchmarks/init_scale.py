@@ -12,10 +12,11 @@ limit of the method.
 
 Variants (each a set of overrides on the config): `all_layers` (every tensor generated, random
 heads: the `neumeta_all_layers` row), `all_layers_warmup` (the same after the reconstruction
-warm-up the recipe gives new heads), `authors_set` (the 2025 authors' metamorphic set, random
-heads: their NeuMeta baseline) and `reference` (every tensor the folded teacher's: the target).
+warm-up the recipe gives new heads, 1,500 steps), `authors_set` (the 2025 authors' metamorphic set, random
+heads: their NeuMeta baseline), `all_layers_noreg` (all_layers without the L2 term on the
+generated weights and the INR's weight decay) and `reference` (every tensor the folded teacher's: the target).
 
-`--train-steps N` also trains the `all_layers` and `authors_set` variants for N optimiser
+`--train-steps N` also trains every variant but `reference` for N optimiser
 steps with the project's own stage loop (their configs' losses, optimiser and schedule) and
 profiles the network after steps 1, 2, 5, 10, 20, … — what happens in the first steps, where
 the `neumeta_all_layers` row's CE reaches ln 10 and stays.
@@ -49,7 +50,10 @@ from neumeta_dist.train import train_stage
 
 VARIANTS = {
     "all_layers": ["meta.generated=all", "meta.norm=fold", "recipe.init=random", "recipe.warmup_steps=0"],
-    "all_layers_warmup": ["meta.generated=all", "meta.norm=fold", "recipe.init=random"],
+    "all_layers_warmup": ["meta.generated=all", "meta.norm=fold", "recipe.init=random", "recipe.warmup_steps=1500"],
+    # the mechanism: without the L2 pull on the generated weights and the INR's weight decay
+    "all_layers_noreg": ["meta.generated=all", "meta.norm=fold", "recipe.init=random", "recipe.warmup_steps=0",
+                         "loss.reg=0", "train.weight_decay=0"],
     "authors_set": ["meta.generated=authors", "meta.norm=fold", "recipe.init=random", "recipe.warmup_steps=0"],
     "reference": ["meta.generated=all", "meta.norm=fold", "recipe.init=random", "recipe.warmup_steps=0"],
 }
@@ -113,7 +117,7 @@ def main(argv=None) -> None:
     ap.add_argument("--teacher", required=True, help="a teacher.pt of this config's family")
     ap.add_argument("--out", required=True)
     ap.add_argument("--images", type=int, default=512)
-    ap.add_argument("--train-steps", type=int, default=0, help="also train all_layers and authors_set this long")
+    ap.add_argument("--train-steps", type=int, default=0, help="also train every variant but reference this long")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -144,7 +148,7 @@ def main(argv=None) -> None:
             rms = list(r["layer_rms"].values())
             print(f"{name}: CE {r['ce']:.3f} (ln 10 = 2.303), logits sd {r['logit_std']:.3g}, layer RMS "
                   f"first {rms[0]:.3g} → last conv {rms[-2]:.3g}, CE grad on the INR {r['ce_grad_norm_inr']:.3g}")
-            if args.train_steps and name in ("all_layers", "authors_set"):
+            if args.train_steps and name != "reference":
                 steps = [f"train.max_steps={args.train_steps}", "train.select_every=0", "train.save_every=0"]
                 cfg = load_config(args.config, [*args.overrides, *extra, *steps, f"teacher.checkpoint={args.teacher}",
                                                 f"run_dir={tmp}/{name}_trained"])
