@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .compilation import compile_over_widths
 from .device import upload
 
 ACTIVATIONS = {"relu": F.relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu}
@@ -131,19 +132,19 @@ class INR(nn.Module):
         self.res_scale = nn.Parameter(torch.full((layers, num_heads), residual_scale))
         self.residual_scale = residual_scale
         self.w_out, self.b_out = _stacked(num_heads, hidden, out_dim)
-        self.matmul, self.compiled = "auto", False
+        self.matmul, self.compiled = "auto", None  # compiled: the torch.compile backend, if any
         self._plans: collections.OrderedDict[tuple, SegmentPlan] = collections.OrderedDict()
 
     @property
     def num_heads(self) -> int:
         return self.w_in.shape[0]
 
-    def set_execution(self, matmul: str = "auto", compile: bool = False) -> "INR":
+    def set_execution(self, matmul: str = "auto", compile: bool = False, backend: str = "inductor") -> "INR":
         """How `forward` computes (never what): the segment-matmul kernel, and whether the
-        grouped trunk runs under `torch.compile`."""
+        grouped trunk runs under `torch.compile` (with `backend`)."""
         if matmul not in MATMULS:
             raise ValueError(f"INR matmul {matmul!r} is not one of {', '.join(MATMULS)}")
-        self.matmul, self.compiled = matmul, compile
+        self.matmul, self.compiled = matmul, (backend if compile else None)
         return self
 
     def plan(self, segments: Sequence[tuple[int, int, int]], device) -> SegmentPlan:
@@ -206,7 +207,7 @@ class INR(nn.Module):
     def _grouped(self, coords: torch.Tensor, plan: SegmentPlan) -> torch.Tensor:
         device = coords.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else coords.dtype
-        trunk = _compiled_trunk() if self.compiled else grouped_trunk
+        trunk = _compiled_trunk(self.compiled) if self.compiled else grouped_trunk
         return trunk(coords, plan, self.num_freqs, self.activation, dtype, self.w_in, self.b_in,
                      tuple(self.w_hid), tuple(self.b_hid), self.res_scale, self.w_out, self.b_out)
 
@@ -248,10 +249,10 @@ class INR(nn.Module):
 
 
 @functools.cache
-def _compiled_trunk():
-    """`grouped_trunk` under `torch.compile` (dynamic shapes: one graph serves every width),
-    made on first use so that importing this module never loads the compiler."""
-    return torch.compile(grouped_trunk, dynamic=True)
+def _compiled_trunk(backend: str):
+    """`grouped_trunk` compiled (compilation.py: one graph serves every width), made on first
+    use so that importing this module never loads the compiler."""
+    return compile_over_widths(grouped_trunk, backend)
 
 
 def _head_out(x, w, b, cols):

@@ -25,6 +25,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from .compilation import compile_over_widths
 from .config import INRConfig
 from .coords import CoordTable, build_table, centre_columns, normalise, split_output
 from .device import upload
@@ -71,16 +72,18 @@ class MetamorphicNet(nn.Module):
             for n in family.fc.tensor_names():
                 self.shared[_buf(n)] = nn.Parameter(self.reference(n).clone())
         self._tables: collections.OrderedDict[tuple, tuple[CoordTable, list]] = collections.OrderedDict()
-        self.compile_student = False
+        self.compile_student: str | None = None  # the torch.compile backend of the student, if compiled
         # How the INR call is spread over ranks (distributed/coordinate_parallel.py); training installs its strategy.
         self.generation: Generation = replicated
         self.activate(planned)
 
-    def set_execution(self, matmul: str = "auto", compile: bool = False) -> "MetamorphicNet":
+    def set_execution(self, matmul: str = "auto", compile: bool = False,
+                      backend: str = "inductor") -> "MetamorphicNet":
         """How generation and the student run (never what they compute): the INR's segment
-        matmul kernel, and `torch.compile` of the INR trunk and of the functional student."""
-        self.inr.set_execution(matmul, compile)
-        self.compile_student = compile
+        matmul kernel, and `torch.compile` (with `backend`) of the INR trunk and of the
+        functional student (compilation.py: one graph for every width)."""
+        self.inr.set_execution(matmul, compile, backend)
+        self.compile_student = backend if compile else None
         return self
 
     # --- what is generated ----------------------------------------------------------------
@@ -182,7 +185,7 @@ class MetamorphicNet(nn.Module):
         Pass `weights` to run a network generated earlier (evaluation, merged samples).
         """
         generated = self.generate(fraction, noise, generator) if weights is None else weights
-        student = _compiled_student() if self.compile_student else student_forward
+        student = _compiled_student(self.compile_student) if self.compile_student else student_forward
         full = self.weights(generated)
         return student(self.family, x, {n: full[n] for n in self.reference_names()}, self.alphas()), generated
 
@@ -194,9 +197,9 @@ def student_forward(family, x: torch.Tensor, weights: dict[str, torch.Tensor],
 
 
 @functools.cache
-def _compiled_student():
-    """`student_forward` under `torch.compile`, dynamic shapes: one graph for every width."""
-    return torch.compile(student_forward, dynamic=True)
+def _compiled_student(backend: str):
+    """`student_forward` compiled once per backend: one graph for every width (per grad mode)."""
+    return compile_over_widths(student_forward, backend)
 
 
 class _Weights(Mapping):
