@@ -7,7 +7,9 @@ INR call against the reference's per-layer masked loop (benchmarks/reference.py)
 Variants, all timed in this one process on the same parameters (the reference MLPs are
 loaded from our INR's heads, so both emit the same weights):
 - `ours`: `MetamorphicNet.generate` at `--precision` (CUDA default bf16 → grouped GEMM);
-- `ours_compiled`: the same with the INR trunk under `torch.compile` (CUDA only by default);
+- `ours_compiled`: the same with the INR trunk under `torch.compile` (CUDA only by default;
+  run last, so that a slow compile costs no other variant its figure; its JSON row records
+  the first call's seconds and the graphs compiled in the warm-up and in the timed calls);
 - `reference`: the masked per-layer loop in fp32, as the reference runs;
 - `reference_bf16`: the same loop under bf16 autocast, to separate the batching gain from
   the precision gain (CUDA only by default).
@@ -138,7 +140,7 @@ def main(argv=None) -> None:
     add_common_args(p)
     args, device = start(p, argv)
     gpu = device.type == "cuda"
-    args.variants = args.variants or (["ours", "ours_compiled", "reference", "reference_bf16"] if gpu
+    args.variants = args.variants or (["ours", "reference", "reference_bf16", "ours_compiled"] if gpu
                                       else ["ours", "reference"])
     torch.manual_seed(0)
     settings = {k: v for k, v in vars(args).items() if k != "out"}

@@ -113,21 +113,33 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> dict:
-    """Seconds of `warmup` untimed calls (compilation lands here) and of `repeats` timed calls."""
+    """Seconds of `warmup` untimed calls (compilation lands here: `first_call_s` is the first
+    one alone) and of `repeats` timed calls; the graphs `torch.compile` made in the warm-up and
+    in the timed calls (`graphs_timed` > 0: a recompile the warm-up did not absorb)."""
     sync(device)
+    graphs = graphs_compiled()
     t0 = time.perf_counter()
+    first = None
     for _ in range(warmup):
         fn()
-    sync(device)
+        sync(device)
+        first = time.perf_counter() - t0 if first is None else first
     warm = time.perf_counter() - t0
+    graphs_warm = graphs_compiled() - graphs
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         sync(device)
         times.append(time.perf_counter() - t)
-    return {"warmup_s": warm, "median_s": statistics.median(times), "min_s": min(times),
-            "times_s": times}
+    return {"warmup_s": warm, "first_call_s": first, "median_s": statistics.median(times), "min_s": min(times),
+            "times_s": times, "graphs_warmup": graphs_warm, "graphs_timed": graphs_compiled() - graphs - graphs_warm}
+
+
+def graphs_compiled() -> int:
+    """Graphs Dynamo has compiled in this process (0 where nothing was compiled)."""
+    from torch._dynamo.utils import counters
+    return counters["stats"]["unique_graphs"]
 
 
 def host_syncs(fn: Callable[[], object], device: torch.device) -> dict | None:

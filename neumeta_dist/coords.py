@@ -63,13 +63,16 @@ class CoordTable:
 
 def build_table(layers: Sequence[Layer], sizes: Mapping[str, int], norm_width: int,
                 heads: Mapping[str, int] | None = None, entry_ids: Mapping[str, int] | None = None,
-                n_entries: int | None = None, full_sizes: Mapping[str, int] | None = None) -> CoordTable:
-    """Table for `layers` at channel `sizes`.
+                n_entries: int | None = None, full_sizes: Mapping[str, int] | None = None,
+                device: torch.device | str = "cpu") -> CoordTable:
+    """Table for `layers` at channel `sizes`, built on `device`.
 
     `entry_ids`/`n_entries` fix each tensor's entry coordinate against the *whole* plan
     (default: position in `layers`), so a head sees the same entry coordinate in every stage
     however many tensors are active. `heads` maps tensor name → head (default: its entry).
     `full_sizes` makes the table nested: channel indices are positions of the full width.
+    Every tensor is made on `device` from Python numbers (ranges and fills): a GPU builds a
+    table in a few kernels per layer, with no host-side rows and no copy.
     """
     names = [n for spec in layers for n in spec.tensor_names()]
     entry_ids = entry_ids if entry_ids is not None else {n: i for i, n in enumerate(names)}
@@ -79,25 +82,30 @@ def build_table(layers: Sequence[Layer], sizes: Mapping[str, int], norm_width: i
         o, i = sizes[spec.out_group], sizes[spec.in_group]
         for kind in spec.tensors:
             if kind == "weight":
-                out_idx, in_idx = torch.meshgrid(torch.arange(o), torch.arange(i), indexing="ij")
+                out_idx, in_idx = torch.meshgrid(torch.arange(o, device=device), torch.arange(i, device=device),
+                                                 indexing="ij")
                 shape, kernel, fan_in = spec.weight_shape(sizes), max(spec.k, 1), i
             else:  # one row per output channel: a bias, or a GroupNorm scale
-                out_idx, in_idx = torch.arange(o), torch.zeros(o, dtype=torch.long)
+                out_idx, in_idx = torch.arange(o, device=device), torch.zeros(o, dtype=torch.long, device=device)
                 shape, kernel, fan_in = (o,), 1, 1
             name = f"{spec.name}.{kind}"
             n, eid = out_idx.numel(), entry_ids[name]
-            eids = torch.full((n,), float(eid))
+            eids = torch.full((n,), float(eid), device=device)
             index.append(torch.stack([eids, out_idx.flatten().float(), in_idx.flatten().float()], 1))
-            extent.append(torch.tensor([n_entries, o, fan_in], dtype=torch.float32).expand(n, 3))
+            extent.append(_rows((n_entries, o, fan_in), n, device))
             if full_sizes is not None:
                 full_in = full_sizes[spec.in_group] if kind == "weight" else 1
-                divisor.append(torch.tensor([n_entries, full_sizes[spec.out_group], full_in],
-                                            dtype=torch.float32).expand(n, 3))
+                divisor.append(_rows((n_entries, full_sizes[spec.out_group], full_in), n, device))
             head = heads[name] if heads is not None else eid
             entries.append(Entry(name, head, start, start + n, tuple(shape), kernel, fan_in))
             start += n
     return CoordTable(torch.cat(index), torch.cat(extent), tuple(entries), norm_width,
                       torch.cat(divisor) if divisor else None)
+
+
+def _rows(values: Sequence[float], n: int, device) -> torch.Tensor:
+    """`n` equal rows `values` (float32) made on `device` by fills, not copied from the host."""
+    return torch.stack([torch.full((1,), float(v), device=device) for v in values], 1).expand(n, len(values))
 
 
 def normalise(table: CoordTable, noise: float = 0.0, generator: torch.Generator | None = None,
@@ -132,10 +140,10 @@ def normalise(table: CoordTable, noise: float = 0.0, generator: torch.Generator 
     return torch.cat([index / divisor, extent / table.norm_width], dim=1)
 
 
-def centre_columns(table: CoordTable, out_kernel: int) -> list[torch.Tensor | None]:
-    """Which of the K·K INR outputs each entry uses (None: all of them)."""
+def centre_columns(table: CoordTable, out_kernel: int, device: torch.device | str = "cpu") -> list[torch.Tensor | None]:
+    """Which of the K·K INR outputs each entry uses (None: all of them), on `device`."""
     K = out_kernel
-    grid = torch.arange(K * K).view(K, K)
+    grid = torch.arange(K * K, device=device).view(K, K)
     cols = []
     for e in table.entries:
         lo = (K - e.kernel) // 2

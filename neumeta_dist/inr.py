@@ -21,7 +21,6 @@ back, so it never waits on the GPU.
 """
 from __future__ import annotations
 
-import collections
 import copy
 import functools
 import math
@@ -32,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cache import BytesCache
 from .compilation import compile_over_widths
 from .device import upload
 
@@ -61,7 +61,7 @@ def split_rows(x: torch.Tensor, segments: Sequence[tuple[int, int, int]]) -> tup
 
 
 MATMULS = ("auto", "loop", "grouped")
-PLAN_CACHE = 32  # segment plans kept per INR
+PLAN_CACHE_BYTES = 2**28  # segment plans kept per INR, least recently used dropped (cache.py)
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,16 @@ class SegmentPlan:
 
     @classmethod
     def build(cls, segments: Sequence[tuple[int, int, int]], device) -> "SegmentPlan":
-        heads = torch.tensor([h for h, _, _ in segments])
-        counts = torch.tensor([e - s for _, s, e in segments])
-        return cls(upload(heads, device), upload(torch.cumsum(counts, 0).to(torch.int32), device),
-                   upload(torch.repeat_interleave(heads, counts).to(torch.int32), device))
+        """Two small uploads (pinned, asynchronous); the per-row heads are expanded on the
+        device, their count given so that it need not be read back."""
+        heads = upload(torch.tensor([h for h, _, _ in segments]), device)
+        counts = upload(torch.tensor([e - s for _, s, e in segments]), device)
+        rows = segments[-1][2] - segments[0][1]
+        return cls(heads, torch.cumsum(counts, 0).to(torch.int32),
+                   torch.repeat_interleave(heads, counts, output_size=rows).to(torch.int32))
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.heads, self.offsets, self.row_head))
 
 
 def grouped_segment_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -133,7 +139,7 @@ class INR(nn.Module):
         self.residual_scale = residual_scale
         self.w_out, self.b_out = _stacked(num_heads, hidden, out_dim)
         self.matmul, self.compiled = "auto", None  # compiled: the torch.compile backend, if any
-        self._plans: collections.OrderedDict[tuple, SegmentPlan] = collections.OrderedDict()
+        self._plans: BytesCache[SegmentPlan] = BytesCache(PLAN_CACHE_BYTES, SegmentPlan.nbytes)
 
     @property
     def num_heads(self) -> int:
@@ -148,16 +154,10 @@ class INR(nn.Module):
         return self
 
     def plan(self, segments: Sequence[tuple[int, int, int]], device) -> SegmentPlan:
-        """The cached plan of a segment list (least recently used ones dropped: a continuous
-        width range has hundreds of tables, a ResNet-18 plan is megabytes)."""
-        key = (tuple(segments), str(device))
-        if key in self._plans:
-            self._plans.move_to_end(key)
-        else:
-            self._plans[key] = SegmentPlan.build(list(segments), device)
-            if len(self._plans) > PLAN_CACHE:
-                self._plans.popitem(last=False)
-        return self._plans[key]
+        """The cached plan of a segment list (a continuous width range has hundreds of
+        tables, a ResNet-18 plan is megabytes: cache.py)."""
+        segments = tuple(segments)
+        return self._plans.get((segments, str(device)), lambda: SegmentPlan.build(segments, device))
 
     def kernel(self, device: torch.device) -> str:
         """The segment-matmul kernel `forward` uses on `device` under the current autocast."""

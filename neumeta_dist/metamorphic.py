@@ -17,7 +17,6 @@ when the classifier is not generated, a trainable copy of the teacher's classifi
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 from typing import Mapping
@@ -28,7 +27,7 @@ import torch.nn as nn
 from .compilation import compile_over_widths
 from .config import INRConfig
 from .coords import CoordTable, build_table, centre_columns, normalise, split_output
-from .device import upload
+from .cache import BytesCache
 from .inr import INR
 from .models.family import Family, Layer, apply_layer, parameter_count
 from .distributed.coordinate_parallel import Generation, replicated
@@ -36,7 +35,7 @@ from .norms import Norm, norm_strategy
 from .recipe import metamorphic_groups
 
 
-TABLE_CACHE = 32  # coordinate tables kept (least recently used dropped; a ResNet-18 one is ~50 MB)
+TABLE_CACHE_BYTES = 2**30  # coordinate tables kept, least recently used dropped (cache.py)
 
 
 class MetamorphicNet(nn.Module):
@@ -71,7 +70,7 @@ class MetamorphicNet(nn.Module):
         if train_head and family.fc.name not in planned_names:
             for n in family.fc.tensor_names():
                 self.shared[_buf(n)] = nn.Parameter(self.reference(n).clone())
-        self._tables: collections.OrderedDict[tuple, tuple[CoordTable, list]] = collections.OrderedDict()
+        self._tables: BytesCache[tuple[CoordTable, list]] = BytesCache(TABLE_CACHE_BYTES, _table_bytes)
         self.compile_student: str | None = None  # the torch.compile backend of the student, if compiled
         # How the INR call is spread over ranks (distributed/coordinate_parallel.py); training installs its strategy.
         self.generation: Generation = replicated
@@ -136,18 +135,16 @@ class MetamorphicNet(nn.Module):
         subset of them) and each entry's output columns."""
         layers = self.generated if layers is None else layers
         sizes = self.sizes(fraction)
-        key = (tuple(sorted(sizes.items())), tuple(l.name for l in layers))
         device = self.inr.w_in.device
-        cached = self._tables.get(key)
-        if cached is None or cached[0].index.device != device:
+        # keyed by the channel counts, not the fraction: the widths that round to the same
+        # network share one table
+        key = (tuple(sorted(sizes.items())), tuple(l.name for l in layers), str(device))
+
+        def build():
             table = build_table(layers, sizes, self.norm_width, self.heads, self.entry_ids, len(self.entry_ids),
-                                self.family.full_sizes() if self.nested else None).to(device)
-            cols = [c if c is None else upload(c, device) for c in centre_columns(table, self.kernel)]
-            cached = self._tables[key] = (table, cols)
-            if len(self._tables) > TABLE_CACHE:  # a continuous width range has hundreds of tables
-                self._tables.popitem(last=False)
-        self._tables.move_to_end(key)
-        return cached
+                                self.family.full_sizes() if self.nested else None, device)
+            return table, centre_columns(table, self.kernel, device)
+        return self._tables.get(key, build)
 
     # --- generation and forward -------------------------------------------------------------
     def generate(self, fraction: float, noise: float | None = None, generator: torch.Generator | None = None,
@@ -216,6 +213,11 @@ class _Weights(Mapping):
 
     def __len__(self):
         return len(self.generated)
+
+
+def _table_bytes(cached: tuple[CoordTable, list]) -> int:
+    table = cached[0]
+    return sum(t.numel() * t.element_size() for t in (table.index, table.extent, table.divisor) if t is not None)
 
 
 def _buf(name: str) -> str:
