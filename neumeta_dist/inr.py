@@ -42,12 +42,12 @@ def fourier_features(x: torch.Tensor, num_freqs: int) -> torch.Tensor:
     """[sin(2^k·π·x), cos(2^k·π·x)] for k < num_freqs, always in fp32.
 
     High bands of a coordinate with jittered channel indices are dominated by noise and
-    lose all precision in bf16, hence the fp32 island.
+    lose all precision in bf16, hence fp32 — which autocast keeps without being switched off:
+    it lowers GEMMs and convolutions, never a product, a sine or a concatenation.
     """
     freqs = (2.0 ** torch.arange(num_freqs, device=x.device, dtype=torch.float32)) * math.pi
-    with torch.autocast(x.device.type, enabled=False):
-        angles = x.float()[..., None] * freqs  # (N, D, F)
-        return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
+    angles = x.float()[..., None] * freqs  # (N, D, F)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
 
 
 def split_rows(x: torch.Tensor, segments: Sequence[tuple[int, int, int]]) -> tuple[torch.Tensor, ...]:
@@ -163,9 +163,11 @@ class INR(nn.Module):
         """The segment-matmul kernel `forward` uses on `device` under the current autocast."""
         if self.matmul != "auto":
             return self.matmul
+        if device.type != "cuda":  # (asked first: some devices have no autocast state to ask)
+            return "loop"
         bf16 = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.bfloat16
         aligned = self.w_in.shape[1] % 8 == 0 and self.w_in.shape[2] % 8 == 0
-        return "grouped" if device.type == "cuda" and bf16 and aligned else "loop"
+        return "grouped" if bf16 and aligned else "loop"
 
     def forward(self, coords: torch.Tensor, segments: Sequence[tuple[int, int, int]],
                 out_cols: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:

@@ -116,3 +116,54 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class HostWork(torch.utils._python_dispatch.TorchDispatchMode):
+    """What a block of code makes the host do that a GPU would make it wait for, or pay a copy
+    for, attributed to the first Python frame outside torch that asked for it.
+
+    - `syncs`: reads of device values (`.item()`, `bool()`, `.tolist()`, `allclose`: all
+      `_local_scalar_dense`), and ops whose output size depends on values (`nonzero`, boolean
+      masks, `unique`, ...): each blocks the host until the GPU has caught up;
+    - `host_tensors`: tensors an op made on the CPU, where its inputs are all elsewhere
+      (factories: `arange`, `tensor`, `full`, ... with no device): on a GPU each is host work
+      and a copy;
+    - `uploads`: copies from the CPU to another device.
+    Each is a list of (op, "file:line"); `ours()` keeps those asked for by `neumeta_dist/`
+    code (a library's own, e.g. the CPU step counter of torch's AdamW, is not ours).
+    """
+
+    SYNCS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "unique_dim",
+             "unique_consecutive", "repeat_interleave", "equal", "is_nonzero", "allclose"}
+
+    def __init__(self):
+        super().__init__()
+        self.syncs, self.host_tensors, self.uploads, self.ops = [], [], [], 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.ops += 1
+        name = func._schema.name.split("::")[-1]
+        if name in self.SYNCS and not (name == "repeat_interleave" and kwargs.get("output_size") is not None):
+            self.syncs.append((name, _asker()))
+        inputs = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outputs = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if any(t.device.type == "cpu" for t in outputs) and all(t.device.type != "cpu" for t in inputs):
+            self.host_tensors.append((name, _asker()))
+        if name in ("_to_copy", "copy_", "_copy_from") and any(t.device.type == "cpu" for t in inputs) \
+                and any(t.device.type != "cpu" for t in outputs):
+            self.uploads.append((name, _asker()))
+        return out
+
+    @staticmethod
+    def ours(found: list) -> list:
+        return [f for f in found if "/neumeta_dist/" in f[1]]
+
+
+def _asker() -> str:
+    import sys
+    frame = sys._getframe(2)
+    while frame is not None and ("/torch/" in frame.f_code.co_filename or frame.f_code.co_filename == __file__):
+        frame = frame.f_back
+    return "?" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"

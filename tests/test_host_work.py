@@ -1,0 +1,101 @@
+"""The training step does no host work a GPU would wait for: no reads of device values
+outside log steps, no tensors made on the host inside the step (conftest.HostWork counts
+both, attributed to the code that asked), and no table rebuilt per step.
+
+On a CPU every tensor is on the host, so the step's *syncs* are counted by op (what would
+block on a GPU), and its *host tensors* by running the step on the `meta` device, where a
+tensor made without a device is the one CPU tensor in sight.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from neumeta_dist import probe
+from neumeta_dist.config import load_config
+from neumeta_dist.coords import build_table
+from neumeta_dist.losses import step_losses
+from neumeta_dist.models import build_family
+from neumeta_dist.models.family import Teacher
+from neumeta_dist.widths import TrainingWidths
+
+from conftest import HostWork, make_net
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Window(probe.Callback):
+    """HostWork over whole optimiser steps: from the end of step `first` to the end of `last`."""
+
+    def __init__(self, first: int, last: int):
+        self.first, self.last, self.work = first, last, HostWork()
+
+    def on_step_end(self, done: int) -> None:
+        if done == self.first:
+            self.work.__enter__()
+        elif done == self.last:
+            self.work.__exit__(None, None, None)
+
+
+def test_teacher_and_stage_steps_between_log_steps_read_nothing_back_from_the_device(tmp_path, monkeypatch):
+    from neumeta_dist.pipeline import run
+
+    # 192 training images in batches of 32: the teacher's epoch ends at step 6, its log at step 5;
+    # the stage's 4 steps log at step 4 only
+    overrides = ["data.dataset=synthetic", "data.train_limit=256", "data.test_limit=64", "data.batch_size=32",
+                 "data.val_fraction=0.25", "model.width=0.25", "teacher.epochs=1", "meta.generated=authors",
+                 "inr.hidden=16", "inr.layers=1", "inr.num_freqs=4", "train.max_steps=4", "train.log_every=5",
+                 "train.widths_per_step=3", "recipe.units_per_stage=9", "recipe.warmup_steps=0",
+                 "meta.norm=skipinit", "eval.widths=[1.0]", "loss.kd=1.0", "loss.inplace_kd=1.0",
+                 "train.precision=bf16", "train.channels_last=true", f"run_dir={tmp_path}"]
+    windows = {0: Window(1, 4), 1: Window(1, 3)}  # teacher steps 2-4, stage steps 2-3
+    monkeypatch.setattr(probe, "from_env", lambda stage, rank: windows[stage])
+    cfg = load_config("configs/blockwise.yaml", overrides)
+    run(cfg, only_stage=0)
+    run(cfg, only_stage=1)
+    for stage, window in windows.items():
+        assert window.work.ops > 1000, "the window saw no step"
+        assert HostWork.ours(window.work.syncs) == [], (stage, HostWork.ours(window.work.syncs))
+        print(stage, window.work.ops, window.work.syncs)
+
+
+def test_generation_forward_losses_and_backward_make_no_tensor_on_the_host(tiny_resnet20):
+    """The whole differentiable step on the meta device, caches cold (the coordinate table is
+    built inside): an `arange` without a device, or a table built on the host and uploaded,
+    shows as a host tensor or an upload. (Noise from the device's own generator: the step's
+    seeded one is re-made on the device by `coords.normalise`, which meta cannot hold.)"""
+    cfg = load_config(None, ["loss.kd=1.0", "loss.inplace_kd=1.0"])
+    with torch.device("meta"):
+        net = make_net(tiny_resnet20, norm="skipinit").train()
+        teacher = Teacher(tiny_resnet20).eval()
+        x, y = torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,))
+    with HostWork() as work:
+        with torch.no_grad():
+            full, t_logits = net(x, 1.0)[0], teacher(x)
+        logits, generated = net(x, 0.5, noise=1.0)
+        terms = step_losses(cfg.loss, logits.float(), y, generated, net.reference, False, t_logits.float(),
+                            full.float())
+        terms["total"].backward()
+    assert net.inr.w_in.grad is not None and work.ops > 100
+    assert HostWork.ours(work.host_tensors) == [] and HostWork.ours(work.uploads) == []
+    assert HostWork.ours(work.syncs) == []
+
+
+def test_table_rebuilds_over_100_continuous_draws_are_the_distinct_channel_count_sets(monkeypatch):
+    """ResNet-20 over widths 0.25–1: more distinct networks in 100 draws than a cache of a few
+    dozen tables holds; each is built once."""
+    from neumeta_dist import metamorphic
+
+    builds = []
+    monkeypatch.setattr(metamorphic, "build_table", lambda *a, **k: builds.append(a[1]) or build_table(*a, **k))
+    family = build_family("resnet20", 1.0, in_channels=3)
+    net = make_net(family)
+    widths, rng = TrainingWidths(0.25, 1.0, ()), random.Random(0)
+    draws = [widths.draw(2, False, rng) for _ in range(100)]
+    distinct = {tuple(sorted(net.sizes(f).items())) for f in draws}
+    assert len(distinct) > 40
+    for f in draws:
+        net.table(f)
+    assert len(builds) == len(distinct)
