@@ -19,7 +19,9 @@ def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], data, batch_size: int, 
     device = accelerator.device if accelerator else torch.device("cpu")
     counts = torch.zeros(2, device=device, dtype=torch.long)  # correct, scored
     for xb, yb in eval_batches(data, batch_size, accelerator):
-        counts += torch.stack([(fn(xb).argmax(1) == yb).sum(), torch.tensor(len(yb), device=device)])
+        # on the device, read back once at the end: a count per batch would wait for each one
+        counts[0] += (fn(xb).argmax(1) == yb).sum()
+        counts[1] += len(yb)
     if accelerator and accelerator.num_processes > 1:
         counts = accelerator.reduce(counts, reduction="sum")
     correct, scored = counts.tolist()

@@ -39,8 +39,12 @@ class Execution:
     def prepare(self, net: nn.Module, teacher: nn.Module | None = None) -> None:
         """Once per stage: the metamorphic net's kernels, the teacher's layout."""
         net.set_execution("auto", self.compile)
-        if teacher is not None and self.channels_last:
-            teacher.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            self.layout(teacher)
+
+    def layout(self, module: nn.Module) -> nn.Module:
+        """A plain network (the teacher, trained in stage 0 or distilled from) in the step's layout."""
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:

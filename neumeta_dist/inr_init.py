@@ -80,7 +80,7 @@ def reconstruction_warmup(net, steps: int, lr: float, fractions: list[float], we
     names = names if names is not None else net.generated_names()
     layers = _layers_of(net, names)
     net.train()
-    err = float("nan")
+    last = None  # the latest full-width loss, on the device: read back only to log and return it
     with net.only_heads(names) as inr:
         opt = torch.optim.Adam(inr.parameters(), lr=lr)
         for step in range(steps):
@@ -91,10 +91,10 @@ def reconstruction_warmup(net, steps: int, lr: float, fractions: list[float], we
             loss.backward()
             opt.step()
             if f == 1.0:
-                err = loss.item()
+                last = loss.detach()
             if log is not None and (step + 1) % 50 == 0:
-                log(step + 1, err)
-    return err
+                log(step + 1, float("nan") if last is None else last.item())
+    return float("nan") if last is None else last.item()
 
 
 def _layers_of(net, names: list[str] | None):

@@ -33,6 +33,7 @@ from .checkpoint import CheckpointError, atomic_torch_save, load_torch
 from .checkpointer import Checkpointer
 from .config import Config
 from .data import Splits, sample_images, train_batches
+from .execution import Execution
 from .accuracy import accuracy
 from .models import build_family, zoo
 from .models.family import Family, Teacher, apply_layer, parameter_count
@@ -120,6 +121,8 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, che
     baseline, individual.py) it runs start to end.
     """
     tc, callback = cfg.teacher, callback or Callback()
+    ex = Execution.from_config(cfg.train)  # the stages' precision and layout (not compiled: one fixed shape)
+    ex.layout(model)
     opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
                           nesterov=True)
     parallel.configure(accelerator, micro_batches=1, grad_clip=0.0, clip_mode="norm", batch_size=cfg.data.batch_size)
@@ -143,7 +146,9 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, che
     for step in range(start, total):
         x, y = next(data)
         callback.on_batch(step, 0, x)
-        loss = F.cross_entropy(model(x), y, label_smoothing=tc.label_smoothing)
+        with ex.autocast(accelerator.device):
+            logits = model(ex.batch(x))
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=tc.label_smoothing)
         accelerator.backward(loss)
         opt.step()
         sched.step()
@@ -159,7 +164,7 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, che
             log.scalars(done, {f"{name}/val_accuracy": val})
             log.print(f"{name} epoch {data.position.epoch}/{tc.epochs}: val accuracy {val:.4f}")
         if saver:
-            saver.after_step(done, total, epoch_end, sched, data, log)
+            saver.after_step(done, total, epoch_end or done % cfg.train.log_every == 0, epoch_end, sched, data, log)
         callback.on_step_end(done)
     net = _plain(accelerator, model, template)
     test = accuracy(net, splits.test, cfg.data.eval_batch_size, accelerator)
@@ -187,11 +192,12 @@ class _Checkpoints:
     def resume(self, sched) -> None:
         self.checkpointer.resume(sched)
 
-    def after_step(self, done: int, total: int, epoch_end: bool, sched, data, log: Logger) -> None:
-        """Checkpoint every `teacher.save_every` steps and at epoch ends; on a signal, checkpoint
-        and exit 75 (unless the training is over: teacher.pt is then one step away)."""
+    def after_step(self, done: int, total: int, poll: bool, epoch_end: bool, sched, data, log: Logger) -> None:
+        """Checkpoint every `teacher.save_every` steps and at epoch ends; on a signal (other ranks
+        asked where `poll`: preemption.py), checkpoint and exit 75 (unless the training is over:
+        teacher.pt is then one step away)."""
         every = self.cfg.teacher.save_every
-        if self.stop.requested(self.accelerator) and done < total:
+        if self.stop.requested(self.accelerator, poll) and done < total:
             self.checkpointer.save(done, sched, None, data)
             log.close()
             self.stop.exit(f"teacher step {done}")

@@ -124,12 +124,13 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
         with parallel.gathered(accelerator, model):
             ema.update(model)
         done = step + 1
-        if done % tc.log_every == 0 or done == total:
+        log_step = done % tc.log_every == 0 or done == total
+        if log_step:
             log.step(done, lambda: _step_scalars(accelerator, model, full_terms), "loss/total",
                      sched.get_last_lr()[0], data.fault_scalars())
         if select.due(done, total):
             _offer(ctx, accelerator, model, ema, stage, select, log, done)
-        if stop.requested(accelerator) and done < total:  # preempted or near the time limit
+        if stop.requested(accelerator, poll=log_step) and done < total:  # preempted or near the time limit
             checkpointer.save(done, sched, ema, data)
             log.close()
             stop.exit(f"{sdir.name} step {done}")

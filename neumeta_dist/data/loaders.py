@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ..config import Config, DataConfig
+from ..device import upload
 from . import sources
 from .position import DataPosition
 from .sources import DataError, Splits
@@ -95,7 +96,11 @@ class _Positioned:
 class TensorBatches(_Positioned):
     """Endless batches of an in-memory dataset on this rank, from any `DataPosition`: the order
     of epoch e is a permutation seeded with `train.seed + e` (Accelerate's seedable sampler, so
-    runs keep their batches), dealt over the ranks as position.py says."""
+    runs keep their batches), dealt over the ranks as position.py says.
+
+    The dataset lives on the device (in-memory datasets are Fashion-MNIST/CIFAR-sized: a few
+    hundred MB at most), uploaded once, and each epoch's permutation once: a batch is then a
+    gather on the device, with no host work and no copy per step."""
 
     def __init__(self, cfg: Config, accelerator, data: TensorDataset, start: DataPosition | int):
         n, batch, world = len(data), cfg.data.batch_size, accelerator.num_processes
@@ -103,7 +108,8 @@ class TensorBatches(_Positioned):
             raise DataError(f"{n} training samples give no whole batch per rank (world {world} × batch "
                             f"{batch}): use more data or a smaller data.batch_size")
         self._start_at(start, n, n // (world * batch), world, batch)
-        self.tensors, self.rank, self.device = data.tensors, accelerator.process_index, accelerator.device
+        self.rank, self.device = accelerator.process_index, accelerator.device
+        self.tensors = tuple(upload(t, self.device) for t in data.tensors)
         self.seed = cfg.train.seed
         self.it = self._batches()
 
@@ -113,11 +119,11 @@ class TensorBatches(_Positioned):
     def _batches(self):
         pos = self.start
         while True:
-            order = self.order(pos.epoch)
+            order = upload(self.order(pos.epoch), self.device)
             for k in range(pos.rank_batches(self.n, self.world, self.batch)):
                 lo = pos.batch_start(k, self.rank, self.world, self.batch)
                 idx = order[lo:lo + self.batch]
-                yield tuple(t[idx].to(self.device) for t in self.tensors)
+                yield tuple(t[idx] for t in self.tensors)
             pos = DataPosition(pos.epoch + 1, 0)
 
     def __next__(self):
@@ -173,8 +179,8 @@ def eval_batches(data, batch_size: int, accelerator=None) -> Iterator[tuple[torc
         return
     x, y = data.tensors
     lo, hi = rank * len(x) // world, (rank + 1) * len(x) // world
-    for i in range(lo, hi, batch_size):
-        yield x[i:min(i + batch_size, hi)].to(device), y[i:min(i + batch_size, hi)].to(device)
+    for i in range(lo, hi, batch_size):  # pinned, asynchronous copies: the host never waits for the GPU
+        yield upload(x[i:min(i + batch_size, hi)], device), upload(y[i:min(i + batch_size, hi)], device)
 
 
 def sample_images(data, n: int) -> torch.Tensor:

@@ -58,6 +58,7 @@ padded), so every worker yields exactly its planned number of batches: no rank w
 from __future__ import annotations
 
 import bisect
+import functools
 import io
 import itertools
 import logging
@@ -73,6 +74,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..config import DataConfig
+from ..device import upload
 from .position import DataPosition
 from .shards import INDEX, TruncatedShard, read_index, read_samples
 from .sources import DataError
@@ -425,9 +427,16 @@ def transform(img, spec: StreamSpec, rng: random.Random) -> torch.Tensor:
 def normalize(x: torch.Tensor, spec: StreamSpec) -> torch.Tensor:
     """uint8 batch → normalised float. Done after the batch reaches its device: workers hand
     over (and pin, and copy) a quarter of the bytes, and on a GPU the arithmetic is free."""
-    mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
+    mean, std = _channel_stats(tuple(spec.mean), tuple(spec.std), x.device)
     return x.float().div_(255).sub_(mean).div_(std)
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+    """Mean and std as (1, C, 1, 1) tensors on `device`, made once: built per batch from the
+    Python lists, they were a host tensor and a blocking copy per batch."""
+    stats = upload(torch.tensor([mean, std], dtype=torch.float32), device)
+    return stats[0].view(1, -1, 1, 1), stats[1].view(1, -1, 1, 1)
 
 
 # ---------------------------------------------------------------- the dataset each worker runs

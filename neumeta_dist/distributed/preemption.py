@@ -5,8 +5,10 @@ SLURM signals every process of a job before it ends it: SIGTERM on preemption, `
 before the time limit). The handler only records the signal; the step loop asks `requested`
 at each step boundary, writes a checkpoint and calls `exit`, and the requeued job resumes
 from that checkpoint like from any other. With several processes the flag is max-reduced
-over the ranks (one tiny all-reduce per optimiser step), so every rank stops at the same
-step: a save is collective, a rank that stopped alone would hang the others.
+over the ranks, so every rank stops at the same step (a save is collective, a rank that
+stopped alone would hang the others) — at log steps only: the read-back of the all-reduce
+makes the host wait for the GPU, and a log step waits anyway. The grace a scheduler gives
+(Submitit's `signal_delay_s`, SLURM's KillWait) must then cover `train.log_every` steps.
 """
 from __future__ import annotations
 
@@ -35,10 +37,14 @@ class Preemption:
     def _record(self, signum: int, frame) -> None:
         self.signum = self.signum or signum  # the first one says why (SIGUSR2 is followed by SIGTERM)
 
-    def requested(self, accelerator) -> bool:
-        """True on every rank as soon as any rank was signalled."""
+    def requested(self, accelerator, poll: bool = True) -> bool:
+        """True on every rank once any rank was signalled. With several processes, it asks
+        the other ranks only where `poll` (an all-reduce read back on the host: the loops
+        poll at their log steps, which sync anyway), else says False."""
         if accelerator.num_processes == 1:
             return self.signum != 0
+        if not poll:
+            return False
         import torch
         import torch.distributed as dist
         flag = torch.tensor([int(self.signum != 0)], device=accelerator.device)
