@@ -63,8 +63,9 @@ def worker(args) -> None:
     seed_everything(0)
     family = build_family(cfg.model.family, cfg.model.width, in_channels=3, num_classes=10)
     model = build_net(cfg, family, Teacher(family).eval().folded())
+    precision = "bf16" if accelerator.mixed_precision == "bf16" else "fp32"  # the launcher's, here
     parallel.configure(accelerator, cfg.train.widths_per_step, cfg.train.grad_clip, cfg.train.clip_mode,
-                       cfg.data.batch_size)
+                       cfg.data.batch_size, precision)
     parallel.freeze_unused(model, list(model.alphas().values()))
     opt = torch.optim.AdamW(_param_groups(cfg, model))
     total_params = sum(p.numel() for p in model.parameters())

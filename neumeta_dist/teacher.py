@@ -125,7 +125,8 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, che
     ex.layout(model)
     opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
                           nesterov=True)
-    parallel.configure(accelerator, micro_batches=1, grad_clip=0.0, clip_mode="norm", batch_size=cfg.data.batch_size)
+    parallel.configure(accelerator, micro_batches=1, grad_clip=0.0, clip_mode="norm", batch_size=cfg.data.batch_size,
+                       precision=cfg.train.precision)
     template = copy.deepcopy(model)
     model, opt = accelerator.prepare(model, opt)
     saver = _Checkpoints(cfg, accelerator, checkpoints) if checkpoints is not None else None

@@ -85,7 +85,7 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
     t0 = time.perf_counter()
     cfg, tc, stage, sdir = ctx.cfg, ctx.cfg.train, ctx.stages[k - 1], ctx.stage_dir(k)
     micro_batches, callback = tc.widths_per_step, callback or Callback()
-    parallel.configure(accelerator, micro_batches, tc.grad_clip, tc.clip_mode, cfg.data.batch_size)
+    parallel.configure(accelerator, micro_batches, tc.grad_clip, tc.clip_mode, cfg.data.batch_size, tc.precision)
     stop = preemption.Preemption.watch()  # from here a SLURM signal stops the stage at a step boundary
     checkpointer = Checkpointer(cfg, accelerator, sdir)
     resume_from = checkpointer.find_resume_point()
@@ -107,7 +107,7 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
     with parallel.gathered(accelerator, model):
         ema = EMA(model, tc.ema_decay)
     if teacher is not None:
-        teacher = parallel.prepare_teacher(accelerator, teacher, tc.teacher_mode)
+        teacher = parallel.prepare_teacher(accelerator, teacher, tc.teacher_mode, tc.precision)
     ex.prepare(model, teacher)
 
     start = checkpointer.resume(sched, ema)
@@ -118,7 +118,10 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
     select = Selection(sdir, tc.select_every, cfg.digest())
     callback.on_start(lambda: parallel.full_state_dict(accelerator, model))
     for step in range(start, total):
-        full_terms = train_step(cfg, accelerator, net, opt, data, offset + step, ex, teacher, callback)
+        full_terms, dtype = train_step(cfg, accelerator, net, opt, data, offset + step, ex, teacher, callback)
+        if step == start:  # what the forward ran in, as measured: a launcher or engine can override autocast
+            log.print(f"{sdir.name}: the student computes in {str(dtype).removeprefix('torch.')} "
+                      f"(train.precision={tc.precision})")
         log.count(micro_batches * cfg.data.batch_size * accelerator.num_processes)
         sched.step()
         with parallel.gathered(accelerator, model):
@@ -146,10 +149,11 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
 
 
 def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Execution, teacher=None,
-               callback: Callback | None = None) -> dict[str, torch.Tensor]:
+               callback: Callback | None = None) -> tuple[dict[str, torch.Tensor], torch.dtype]:
     """One optimiser step: `train.widths_per_step` micro-batches, each at its own width (the
     first at full width), gradients accumulated; returns the full-width micro-batch's losses,
-    still on the device (reading them back here would sync every step)."""
+    still on the device (reading them back here would sync every step), and the dtype its
+    logits were computed in."""
     model, rank = accelerator.unwrap_model(net), accelerator.process_index
     net.train()
     full_weights = None  # the step's full-width network, source of in-place distillation
@@ -174,10 +178,10 @@ def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Executio
             opt.step()
             opt.zero_grad(set_to_none=True)
         if micro == 0:
-            full_terms = {f"loss/{n}": v.detach() for n, v in terms.items()}
+            full_terms, dtype = {f"loss/{n}": v.detach() for n, v in terms.items()}, logits.dtype
             if cfg.loss.inplace_kd > 0 and fraction == 1.0:
                 full_weights = {n: w.detach() for n, w in generated.items()}
-    return full_terms
+    return full_terms, dtype
 
 
 def _stage_start(ctx: RunContext, k: int) -> MetamorphicNet:

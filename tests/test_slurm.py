@@ -203,7 +203,7 @@ def test_dry_run_prints_every_profile_field_as_sbatch_options_and_submits_nothin
         assert f"#SBATCH {opt}" in stage1 and f"#SBATCH {opt}" in stage2, opt
     assert "--dependency" not in stage1 and "#SBATCH --dependency='afterok:<job of stage 1>'" in stage2
     assert "--num_machines 2 --machine_rank $SLURM_NODEID --num_processes 8" in stage1
-    assert "--mixed_precision bf16" in stage1 and "--multi_gpu" in stage1 and "--stage 1" in stage1
+    assert "--mixed_precision no" in stage1 and "--multi_gpu" in stage1 and "--stage 1" in stage1
     assert not (tmp_path / "run/slurm").exists()
 
 

@@ -6,7 +6,8 @@ module supplies what Accelerate leaves to the caller:
 - **DeepSpeed settings that belong to the experiment, not the launcher**: gradient
   accumulation = `train.widths_per_step` micro-batches, gradient clipping = `train.grad_clip`
   (DeepSpeed clips by global norm inside `engine.step`, so value clipping is refused), and
-  bf16 as `torch.autocast` with fp32 master weights (DeepSpeed's own `bf16` mode would cast
+  `train.precision` — the one source of the precision: the launcher's `--mixed_precision`
+  must be `no` or agree — with bf16 as `torch.autocast` with fp32 master weights (DeepSpeed's own `bf16` mode would cast
   the module, its teacher buffers included, and the generated weights would then meet fp32
   images in the functional forward).
 - **Parameters used outside their module's forward** under ZeRO-3: the INR's hidden layers
@@ -56,12 +57,24 @@ def mode(accelerator) -> str:
     return "ddp" if accelerator.num_processes > 1 else "single"
 
 
-def configure(accelerator, micro_batches: int, grad_clip: float, clip_mode: str, batch_size: int) -> None:
-    """Per-stage settings before `prepare`: micro-batch size, accumulation, clipping and precision.
+def check_precision(accelerator, precision: str) -> None:
+    """`train.precision` decides the step's precision (execution.py's autocast, and DeepSpeed's
+    below); the launcher's `--mixed_precision` must be `no` (it then yields) or say the same."""
+    if accelerator.mixed_precision not in ("no", precision):
+        raise ParallelError(f"accelerate's mixed_precision={accelerator.mixed_precision} disagrees with "
+                            f"train.precision={precision}: train.precision decides, so launch with "
+                            f"--mixed_precision no")
+
+
+def configure(accelerator, micro_batches: int, grad_clip: float, clip_mode: str, batch_size: int,
+              precision: str = "fp32") -> None:
+    """Per-stage settings before `prepare`: micro-batch size, accumulation, clipping and
+    precision (`train.precision`: check_precision).
 
     The data pipeline is not an Accelerate loader (data/loaders.py), so DeepSpeed's "auto"
     micro-batch size cannot be inferred from one: it is set here from `data.batch_size`.
     """
+    check_precision(accelerator, precision)
     accelerator.free_memory()  # forget the models of earlier stages (and the teacher's fit)
     accelerator.gradient_accumulation_steps = micro_batches
     plugin = deepspeed_plugin(accelerator)
@@ -74,9 +87,10 @@ def configure(accelerator, micro_batches: int, grad_clip: float, clip_mode: str,
     ds["train_micro_batch_size_per_gpu"] = batch_size
     ds["gradient_accumulation_steps"] = micro_batches
     ds["gradient_clipping"] = float(grad_clip)
-    if accelerator.mixed_precision == "bf16":
-        ds["bf16"] = {"enabled": False}
-        ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    # DeepSpeed runs its engine's forward under its own autocast setting, switching off any
+    # outer one when it has none: without this a bf16 stage trained fp32 under ZeRO
+    ds["bf16"] = {"enabled": False}
+    ds["torch_autocast"] = {"enabled": precision == "bf16", "dtype": "bfloat16"}
 
 
 def load_universal(accelerator, on: bool) -> None:
@@ -135,8 +149,9 @@ def clip(accelerator, net: nn.Module, value: float, clip_mode: str) -> None:
         accelerator.clip_grad_norm_(net.parameters(), value)
 
 
-def prepare_teacher(accelerator, teacher: nn.Module, placement: str) -> nn.Module:
-    """The frozen teacher, replicated or as a ZeRO-3 inference engine (`train.teacher_mode`)."""
+def prepare_teacher(accelerator, teacher: nn.Module, placement: str, precision: str = "fp32") -> nn.Module:
+    """The frozen teacher, replicated or as a ZeRO-3 inference engine (`train.teacher_mode`)
+    running at `precision` (`train.precision`)."""
     teacher = teacher.eval().requires_grad_(False)
     if placement == "replicated":
         return teacher.to(accelerator.device)
@@ -147,7 +162,7 @@ def prepare_teacher(accelerator, teacher: nn.Module, placement: str) -> nn.Modul
     student = deepspeed_plugin(accelerator).deepspeed_config.get("zero_optimization", {})
     zero = {"stage": 3, **{k: student[k] for k in ("stage3_param_persistence_threshold",) if k in student}}
     config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": zero,
-              "torch_autocast": {"enabled": accelerator.mixed_precision == "bf16", "dtype": "bfloat16"}}
+              "torch_autocast": {"enabled": precision == "bf16", "dtype": "bfloat16"}}
     engine = deepspeed.initialize(model=teacher.to(accelerator.device), config=config)[0]
     engine.eval()
     return engine
