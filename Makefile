@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 LAUNCH1 := $(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: setup data demo test clean gpu-wheels gpu-data
+.PHONY: setup data demo test clean gpu-wheels gpu-data skew
 
 setup: $(STAMP) data
 
@@ -58,3 +58,25 @@ gpu-wheels: | $(STAMP)  # any venv with torch will do: not a reinstall when pypr
 gpu-data: data
 	mkdir -p $(GPU_DATA) && cp $(dir $(FMNIST))*-ubyte.gz $(GPU_DATA)/
 	@du -sh $(GPU_DATA)
+
+# The GPU machines' versions (torch 2.11, torchvision 0.26, accelerate 1.15 on Python 3.12 there)
+# in a second venv: the GPU check's CPU dry run and the model/generation tests under them. Not
+# part of CI (several GB: PyPI's torch 2.11 is a CUDA build, run here on the CPU). SKEW_PY is
+# the Python 3.12 to build it with (e.g. SKEW_PY=~/.pyenv/versions/3.12.1/bin/python3.12); every
+# other package at the version the main venv runs.
+SKEW_PY    ?= python3.12
+SKEW       := .venv-skew
+SKEW_PINS  := torch==2.11.0 torchvision==0.26.0 accelerate==1.15.0
+SKEW_REST  := deepspeed transformers webdataset tensorboard submitit numpy pyyaml tqdm matplotlib pytest
+SKEW_TESTS := tests/test_models.py tests/test_inr.py tests/test_coords.py tests/test_generation.py \
+              tests/test_compilation.py tests/test_host_work.py tests/test_perf_paths.py
+
+$(SKEW)/.installed: | $(STAMP)
+	test -x $(SKEW)/bin/python || $(SKEW_PY) -m venv $(SKEW)
+	$(SKEW)/bin/pip install -q $(SKEW_PINS) $$($(PINNED) $(SKEW_REST))
+	touch $@
+
+skew: $(SKEW)/.installed data
+	$(SKEW)/bin/python -c 'import sys, torch, torchvision, accelerate; print("python", sys.version.split()[0], "torch", torch.__version__, "torchvision", torchvision.__version__, "accelerate", accelerate.__version__)'
+	PY=$(SKEW)/bin/python WORK=/tmp/gpu_check_skew bash launch/gpu_check.sh --device cpu --quick --out runs/gpu_check_skew
+	PYTHONPATH=$(CURDIR) OMP_NUM_THREADS=1 NEUMETA_NO_BAR=1 $(SKEW)/bin/python -m pytest -q -p no:cacheprovider $(SKEW_TESTS)

@@ -1,16 +1,19 @@
 """The summary of a GPU check (launch/gpu_check.sh): one table from its step records and the
 JSONs its steps wrote, and `gpu_check.json` beside them.
 
-    python benchmarks/gpu_check.py OUT_DIR STEPS_TSV [JUNIT_XML]
+    python benchmarks/gpu_check.py OUT_DIR STEPS_TSV [JUNIT_XML] [--device cuda|cpu]
 
 STEPS_TSV holds one line per step, `name<TAB>status<TAB>seconds<TAB>limit` (status: ok,
-failed (rc N), timeout, skipped); JUNIT_XML is pytest's report of the CUDA tests. A step's
+failed (rc N), timeout, skipped); JUNIT_XML is pytest's report of the CUDA tests. A
+`cuda_tests` step that exited 0 yet ran nothing fails here: on `--device cuda` when no test
+passed (all skipped: the GPU path went unchecked), anywhere when none was collected. A step's
 figures come from the JSON it writes (generation_<device>.json, train_step_<device>.json,
 stage_<device>.json); a step that failed or ran out of time shows what it wrote before.
 Imports only the standard library: it must report even when torch is what broke.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import xml.etree.ElementTree as ET
@@ -36,6 +39,18 @@ def read_tests(junit: Path | None) -> dict | None:
         counts[outcome(c)] += 1
     return {**counts, "failed": [f"{c.get('classname')}::{c.get('name')}" for c in cases
                                  if outcome(c) in ("failure", "error")]}
+
+
+def judge_tests(steps: list[dict], tests: dict | None, device: str) -> None:
+    """Mark an 'ok' cuda_tests step failed when it checked nothing (pytest exits 0 when every
+    test is skipped)."""
+    for s in steps:
+        if s["name"] != "cuda_tests" or s["status"] != "ok":
+            continue
+        if tests is None or sum(tests[k] for k in ("passed", "failure", "error", "skipped")) == 0:
+            s["status"] = "failed (0 tests collected)"
+        elif device == "cuda" and tests["passed"] == 0:
+            s["status"] = "failed (0 tests ran: all skipped)"
 
 
 def _json(out: Path, prefix: str) -> dict | None:
@@ -110,11 +125,17 @@ def summarise(out: Path, steps: list[dict], tests: dict | None) -> tuple[dict, s
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    out, tsv = Path(argv[0]), Path(argv[1])
-    junit = Path(argv[2]) if len(argv) > 2 else None
-    steps = read_steps(tsv)
-    summary, table = summarise(out, steps, read_tests(junit))
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("tsv", type=Path)
+    p.add_argument("junit", type=Path, nargs="?")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    out = args.out
+    steps = read_steps(args.tsv) if args.tsv.is_file() else []
+    tests = read_tests(args.junit)
+    judge_tests(steps, tests, args.device)
+    summary, table = summarise(out, steps, tests)
     (out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
     print(table)
     print(f"wrote {out / 'gpu_check.json'}")

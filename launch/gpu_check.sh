@@ -3,39 +3,53 @@
 # and Python 3.12 with torch, torchvision, accelerate and tensorboard but without DeepSpeed,
 # WebDataset and Submitit (and no index to install from):
 #
-#   bash launch/gpu_check.sh [--device cuda|cpu] [--quick] [--out DIR]
+#   bash launch/gpu_check.sh [--device cuda|cpu] [--quick] [--out DIR] [--only STEP[,STEP...]]
 #
 # Steps, in order, each under its own time limit (`timeout`), so that one that hangs or fails
-# costs its own limit and the others still run:
+# costs its own limit and the others still run; `--only` runs the steps named (e.g. to rerun a
+# failed one alone, with a larger LIMIT_<STEP>):
+#   preflight   Python, torch, torchvision, accelerate and CUDA versions, and every torch API the
+#               code needs beyond the oldest torch it meets (F.grouped_mm, the collectives of
+#               coordinate-parallel generation, compile's stance): a missing one fails here,
+#               in seconds, and the check stops
 #   install     what is missing, from the wheels `make gpu-wheels` prepared (.gpu-wheels/)
 #   cuda_tests  `pytest -m cuda` (tests/test_cuda.py): bf16 vs fp32 generation, grouped GEMM vs
-#               the loop kernel, compiled vs eager, ZeRO-3 on one GPU, a two-stage run resumed
+#               the loop kernel, compiled vs eager and no recompile over widths, ZeRO-3 on one
+#               GPU, a two-stage run killed by SIGKILL and resumed; on CUDA, a run in which no
+#               test passed is a failure (every test skipped: the GPU path was not checked)
 #   generation  benchmarks/generation.py: ours vs the reference loop, FLOP/s, % of measured peak
 #   train_step  benchmarks/train_step.py: the same for a whole training step, images/s
 #   stage       benchmarks/stage.py: stage 0 + stage 1 of configs/fashion_mnist_resnet20_w050.yaml
-#               at the standard 16/32/64 width (model.width=1.0), bf16, channels-last: wall,
-#               images/s, peak memory; Fashion-MNIST from data/fashion-mnist (`make gpu-data`)
+#               at the standard 16/32/64 width (model.width=1.0), bf16, channels-last (the
+#               teacher too): wall, images/s, peak memory; Fashion-MNIST from data/fashion-mnist
+#               (`make gpu-data`)
 # Every JSON goes to one folder (--out, else $OUT, else runs/gpu_check): generation_<dev>.json,
 # train_step_<dev>.json, stage_<dev>.json and gpu_check.json (steps, statuses, times, test
 # outcomes), with gpu_check.log (every step's output); run directories and per-step logs stay
 # in $WORK (default /tmp/gpu_check), so the folder holds 5 files. A summary table ends the run;
 # the exit status is 1 when a step failed or ran out of time.
 #
-# The limits (seconds; env LIMIT_<STEP>) add up to 465 s: with the checks and the summary,
-# inside the 8-minute budget on one H100/H200.
+# The limits (seconds; env LIMIT_<STEP>) add up to 360 s: with the machine's start, the kill
+# grace and the summary, a lent GPU's 15 minutes leave room to rerun a failed step alone.
 # `--device cpu --quick` is the CI dry run (tests/test_gpu_check.py): every step runs its code
 # path at tiny sizes on the CPU; the CUDA tests are collected and skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-DEVICE=cuda QUICK=0 DEST=${OUT:-runs/gpu_check}
+STEPS="preflight install cuda_tests generation train_step stage"
+DEVICE=cuda QUICK=0 DEST=${OUT:-runs/gpu_check} ONLY=$STEPS
+usage="usage: launch/gpu_check.sh [--device cuda|cpu] [--quick] [--out DIR] [--only STEP[,STEP...]] (steps: $STEPS)"
 while [ $# -gt 0 ]; do
   case $1 in
     --device) DEVICE=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --out) DEST=$2; shift 2 ;;
-    *) echo "usage: launch/gpu_check.sh [--device cuda|cpu] [--quick] [--out DIR]" >&2; exit 2 ;;
+    --only) ONLY=${2//,/ }; shift 2 ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
+done
+for s in $ONLY; do
+  case " $STEPS " in *" $s "*) ;; *) echo "unknown step '$s'; $usage" >&2; exit 2 ;; esac
 done
 if [ -x .venv/bin/python ]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-python3}; fi  # the device: python3
 WHEELS=${GPU_WHEELS:-.gpu-wheels}
@@ -46,16 +60,18 @@ DEST=$(cd "$DEST" && pwd)
 rm -f "$WORK/steps.tsv" "$WORK/cuda_tests.xml" "$DEST"/{generation,train_step,stage}_*.json "$DEST"/gpu_check.{json,log}
 export PY WHEELS WORK PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NEUMETA_NO_BAR=1
 
-LIMIT_INSTALL=${LIMIT_INSTALL:-25}
-LIMIT_CUDA_TESTS=${LIMIT_CUDA_TESTS:-150}
-LIMIT_GENERATION=${LIMIT_GENERATION:-85}
-LIMIT_TRAIN_STEP=${LIMIT_TRAIN_STEP:-100}
-LIMIT_STAGE=${LIMIT_STAGE:-105}
+LIMIT_PREFLIGHT=${LIMIT_PREFLIGHT:-15}
+LIMIT_INSTALL=${LIMIT_INSTALL:-20}
+LIMIT_CUDA_TESTS=${LIMIT_CUDA_TESTS:-120}
+LIMIT_GENERATION=${LIMIT_GENERATION:-60}
+LIMIT_TRAIN_STEP=${LIMIT_TRAIN_STEP:-65}
+LIMIT_STAGE=${LIMIT_STAGE:-80}
 
 # step NAME LIMIT COMMAND...: runs it under `timeout`, its output into WORK/NAME.log and the
-# combined log, and its status and seconds into WORK/steps.tsv.
+# combined log, and its status and seconds into WORK/steps.tsv (unless --only leaves it out).
 step() {
   local name=$1 limit=$2; shift 2
+  case " $ONLY " in *" $name "*) ;; *) return 0 ;; esac
   echo "== $name (limit ${limit} s): $*" | tee -a "$DEST/gpu_check.log"
   local t0=$SECONDS rc
   timeout -k 10 "$limit" "$@" > "$WORK/$name.log" 2>&1
@@ -65,7 +81,45 @@ step() {
   local status=ok
   if [ $rc = 124 ] || [ $rc = 137 ]; then status=timeout; elif [ $rc != 0 ]; then status="failed (rc $rc)"; fi
   printf '%s\t%s\t%s\t%s\n' "$name" "$status" $((SECONDS - t0)) "$limit" >> "$WORK/steps.tsv"
+  [ "$status" = ok ]
 }
+
+# Versions, and every API the code needs that an older torch may lack: the machine's image
+# has its own torch (2.11 when this was written), not the pinned one.
+preflight() {
+  "$PY" - <<'PY'
+import importlib, platform, sys
+import torch
+print("python", platform.python_version(), "| torch", torch.__version__, "| cuda", torch.version.cuda,
+      "| device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
+for name in ("torchvision", "accelerate", "deepspeed", "webdataset", "submitit"):
+    try:
+        print(name, importlib.import_module(name).__version__)
+    except ImportError:
+        print(name, "missing" + (" (the install step brings it)" if name in ("deepspeed", "webdataset", "submitit") else ""))
+import torch.distributed as dist, torch.nn.functional as F
+needed = {"torch.nn.functional.grouped_mm": getattr(F, "grouped_mm", None),
+          "torch.distributed.all_gather_single": getattr(dist, "all_gather_single", None),
+          "torch.distributed.reduce_scatter_single": getattr(dist, "reduce_scatter_single", None),
+          "torch.compiler.set_stance": getattr(torch.compiler, "set_stance", None),
+          "torch.get_autocast_dtype": getattr(torch, "get_autocast_dtype", None)}
+try:
+    from torch.fx.experimental import _config as fx_config
+    needed["torch.fx.experimental._config.use_duck_shape"] = hasattr(fx_config, "use_duck_shape") or None
+except ImportError:
+    needed["torch.fx.experimental._config"] = None
+import accelerate
+needed["accelerate.utils.GradientAccumulationPlugin(sync_with_dataloader)"] = (
+    "sync_with_dataloader" in accelerate.utils.GradientAccumulationPlugin.__dataclass_fields__) or None
+missing = [n for n, v in needed.items() if v is None]
+for n in missing:
+    print("MISSING", n)
+import neumeta_dist.train  # the package imports under this torch
+print("preflight:", "ok" if not missing else f"{len(missing)} missing API(s)")
+sys.exit(1 if missing else 0)
+PY
+}
+export -f preflight
 
 # DeepSpeed, WebDataset and Submitit (and what they need that the image lacks), from the
 # wheels folder: pip resolves against the packages already installed and takes from the
@@ -123,6 +177,11 @@ else
   STAGE_ARGS+=(train.precision=bf16 train.channels_last=true)
 fi
 
+if ! step preflight "$LIMIT_PREFLIGHT" bash -c preflight; then
+  echo "preflight failed: the steps after it would fail on the same API; stopping"
+  "$PY" benchmarks/gpu_check.py "$DEST" "$WORK/steps.tsv" --device "$DEVICE" | tee -a "$DEST/gpu_check.log"
+  exit 1
+fi
 step install "$LIMIT_INSTALL" bash -c install
 step cuda_tests "$LIMIT_CUDA_TESTS" "$PY" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider \
   --junitxml="$WORK/cuda_tests.xml"
@@ -130,4 +189,4 @@ step generation "$LIMIT_GENERATION" "$PY" benchmarks/generation.py --device "$DE
 step train_step "$LIMIT_TRAIN_STEP" "$PY" benchmarks/train_step.py --device "$DEVICE" --out "$DEST" "${STEP_ARGS[@]}"
 step stage "$LIMIT_STAGE" "$PY" benchmarks/stage.py --device "$DEVICE" --out "$DEST" --run-dir "$WORK/stage_run" \
   "${STAGE_ARGS[@]}"
-"$PY" benchmarks/gpu_check.py "$DEST" "$WORK/steps.tsv" "$WORK/cuda_tests.xml" | tee -a "$DEST/gpu_check.log"
+"$PY" benchmarks/gpu_check.py "$DEST" "$WORK/steps.tsv" "$WORK/cuda_tests.xml" --device "$DEVICE" | tee -a "$DEST/gpu_check.log"

@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import gpu_check
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ["install", "cuda_tests", "generation", "train_step", "stage"]
+STEPS = ["preflight", "install", "cuda_tests", "generation", "train_step", "stage"]
+SCRIPT = ROOT / "launch" / "gpu_check.sh"
+
+
+def _check(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PY": sys.executable, "WORK": str(tmp_path / "work")}
+    env.pop("OUT", None)
+    return subprocess.run(["bash", str(SCRIPT), "--device", "cpu", "--quick", "--out", str(tmp_path / "out"), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_cpu_dry_run_runs_every_step_and_writes_each_json_in_one_folder(tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PY": sys.executable, "WORK": str(tmp_path / "work")}
-    env.pop("OUT", None)
-    run = subprocess.run(["bash", "launch/gpu_check.sh", "--device", "cpu", "--quick", "--out", str(out)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    run = _check(tmp_path)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     summary = json.loads((out / "gpu_check.json").read_text())
     assert [s["name"] for s in summary["steps"]] == STEPS
@@ -56,3 +64,32 @@ def test_summary_reports_failed_and_timed_out_steps_and_exits_1(tmp_path, capsys
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     assert summary["cuda_tests"]["passed"] == 1 and summary["cuda_tests"]["failed"] == ["tests.test_cuda::test_b"]
     assert summary["total_s"] == 133
+
+
+def test_the_step_limits_add_up_to_at_most_360_seconds():
+    limits = {m[0]: int(m[1]) for m in re.findall(r"^LIMIT_(\w+)=\$\{LIMIT_\1:-(\d+)\}", SCRIPT.read_text(), re.M)}
+    assert sorted(limits) == sorted(s.upper() for s in STEPS)
+    assert sum(limits.values()) <= 360, limits
+
+
+def test_one_step_runs_alone_and_the_preflight_prints_versions(tmp_path):
+    run = _check(tmp_path, "--only", "preflight")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert [(s["name"], s["status"]) for s in summary["steps"]] == [("preflight", "ok")]
+    assert "| torch " in run.stdout and "preflight: ok" in run.stdout
+    assert _check(tmp_path, "--only", "nonsense").returncode == 2
+
+
+@pytest.mark.parametrize("device,status", [("cuda", "failed (0 tests ran: all skipped)"), ("cpu", "ok")])
+def test_cuda_tests_that_all_skipped_fail_on_cuda(tmp_path, device, status):
+    tsv = tmp_path / "steps.tsv"
+    tsv.write_text("cuda_tests\tok\t3\t120\n")
+    (tmp_path / "cuda_tests.xml").write_text(
+        '<testsuites><testsuite><testcase classname="tests.test_cuda" name="test_a"><skipped/></testcase>'
+        '</testsuite></testsuites>')
+    rc = gpu_check.main([str(tmp_path), str(tsv), str(tmp_path / "cuda_tests.xml"), "--device", device])
+    summary = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert (rc, summary["steps"][0]["status"]) == (int(status != "ok"), status)
+    (tmp_path / "cuda_tests.xml").write_text("<testsuites><testsuite/></testsuites>")  # nothing collected
+    assert gpu_check.main([str(tmp_path), str(tsv), str(tmp_path / "cuda_tests.xml"), "--device", "cpu"]) == 1
