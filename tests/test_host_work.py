@@ -9,6 +9,7 @@ tensor made without a device is the one CPU tensor in sight.
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -99,3 +100,33 @@ def test_table_rebuilds_over_100_continuous_draws_are_the_distinct_channel_count
     for f in draws:
         net.table(f)
     assert len(builds) == len(distinct)
+
+
+def test_in_memory_training_batches_are_gathered_on_the_device():
+    """The dataset is uploaded once and each epoch's order once; a batch then makes no host
+    tensor and no copy (on the meta device, where any would show)."""
+    from torch.utils.data import TensorDataset
+
+    from neumeta_dist.data import train_batches
+
+    accelerator = SimpleNamespace(num_processes=1, process_index=0, device=torch.device("meta"))
+    cfg = load_config(None, ["data.batch_size=4"])
+    batches = train_batches(cfg, accelerator, TensorDataset(torch.randn(16, 1, 4, 4), torch.randint(0, 10, (16,))))
+    next(batches)  # the epoch's permutation: drawn on the host (seeded), uploaded once
+    with HostWork() as work:
+        x, y = next(batches)
+        next(batches)
+    assert x.device.type == "meta" and x.shape == (4, 1, 4, 4) and y.shape == (4,)
+    assert HostWork.ours(work.uploads) == [] and HostWork.ours(work.host_tensors) == []
+
+
+def test_with_several_processes_only_a_polling_step_asks_the_other_ranks():
+    """Asking is an all-reduce read back on the host: off a log step it must not happen (here
+    any collective would fail: there is no process group)."""
+    from neumeta_dist.distributed.preemption import Preemption
+
+    stop, accelerator = Preemption(), SimpleNamespace(num_processes=2, device=torch.device("cpu"))
+    stop.signum = 15
+    assert stop.requested(accelerator, poll=False) is False
+    with pytest.raises((RuntimeError, ValueError)):  # no default process group
+        stop.requested(accelerator, poll=True)
