@@ -88,19 +88,22 @@ step() {
 # has its own torch (2.11 when this was written), not the pinned one.
 preflight() {
   "$PY" - <<'PY'
-import importlib, platform, sys
+import importlib.metadata as meta, platform, sys
 import torch
 print("python", platform.python_version(), "| torch", torch.__version__, "| cuda", torch.version.cuda,
       "| device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
 for name in ("torchvision", "accelerate", "deepspeed", "webdataset", "submitit"):
     try:
-        print(name, importlib.import_module(name).__version__)
-    except ImportError:
+        print(name, meta.version(name))
+    except meta.PackageNotFoundError:
         print(name, "missing" + (" (the install step brings it)" if name in ("deepspeed", "webdataset", "submitit") else ""))
 import torch.distributed as dist, torch.nn.functional as F
+either = lambda *names: next((getattr(dist, n) for n in names if hasattr(dist, n)), None)
 needed = {"torch.nn.functional.grouped_mm": getattr(F, "grouped_mm", None),
-          "torch.distributed.all_gather_single": getattr(dist, "all_gather_single", None),
-          "torch.distributed.reduce_scatter_single": getattr(dist, "reduce_scatter_single", None),
+          "torch.distributed.all_gather_single (or all_gather_into_tensor)":
+              either("all_gather_single", "all_gather_into_tensor"),
+          "torch.distributed.reduce_scatter_single (or reduce_scatter_tensor)":
+              either("reduce_scatter_single", "reduce_scatter_tensor"),
           "torch.compiler.set_stance": getattr(torch.compiler, "set_stance", None),
           "torch.get_autocast_dtype": getattr(torch, "get_autocast_dtype", None)}
 try:

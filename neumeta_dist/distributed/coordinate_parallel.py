@@ -15,11 +15,13 @@ This needs every rank to generate the *same* network in a micro-batch (same widt
 coordinate noise: `train.step_rng` drops the rank in this mode), and every rank to call
 `generate` together while the strategy is installed (training and validation do).
 
-Collectives: `all_gather_single` forward, `reduce_scatter_single` backward on a dedicated
+Collectives: an all-gather forward, a reduce-scatter backward (flat tensors) on a dedicated
 process group (so they never interleave with DDP's bucket all-reduces). Ranges differ by at
 most one row, so their outputs are padded to a common length. gloo implements both
 collectives in the pinned torch (2.14, checked on 2 CPU processes), as NCCL does: no
-all-reduce fallback is needed.
+all-reduce fallback is needed. Their names changed: `all_gather_single`/`reduce_scatter_single`
+in the pinned torch, `all_gather_into_tensor`/`reduce_scatter_tensor` (deprecated since) in
+the torch 2.11 of the GPU machines — whichever the running torch has.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ Columns = Sequence[torch.Tensor | None]
 Generation = Callable[[torch.nn.Module, torch.Tensor, Segments, Columns], list[torch.Tensor]]
 
 MODES = ("replicated", "coordinate_parallel")
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 
 class Replicated:
@@ -112,7 +116,7 @@ class CoordinateParallel:
         rows = torch.full((), float(coords.shape[0]), dtype=torch.float64, device=coords.device)
         mine = torch.stack([rows, coords.detach().double().sum()])
         every = mine.new_empty(self.world * 2)
-        dist.all_gather_single(every, mine, group=self.group)
+        _all_gather(every, mine, group=self.group)
         every = every.view(self.world, 2)
         if read and not torch.allclose(every, every[:1].expand_as(every), rtol=1e-9, atol=0):
             raise ValueError(f"coordinate-parallel generation: ranks generate different tables (rows, coordinate "
@@ -144,7 +148,7 @@ class _GatherFlat(torch.autograd.Function):
         ctx.lengths, ctx.rank, ctx.group = lengths, rank, group
         width = max(lengths)
         gathered = piece.new_empty(len(lengths) * width)
-        dist.all_gather_single(gathered, _pad(piece, width), group=group)
+        _all_gather(gathered, _pad(piece, width), group=group)
         return torch.cat([row[:n] for row, n in zip(gathered.view(-1, width), lengths)])
 
     @staticmethod
@@ -152,7 +156,7 @@ class _GatherFlat(torch.autograd.Function):
         lengths, width = ctx.lengths, max(ctx.lengths)
         padded = torch.cat([_pad(g, width) for g in grad.split(lengths)])
         mine = grad.new_empty(width)
-        dist.reduce_scatter_single(mine, padded, group=ctx.group)
+        _reduce_scatter(mine, padded, group=ctx.group)
         return mine[:lengths[ctx.rank]], None, None, None
 
 
