@@ -69,7 +69,7 @@ SKEW       := .venv-skew
 SKEW_PINS  := torch==2.11.0 torchvision==0.26.0 accelerate==1.15.0
 SKEW_REST  := deepspeed transformers webdataset tensorboard submitit numpy pyyaml tqdm matplotlib pytest
 SKEW_TESTS := tests/test_models.py tests/test_inr.py tests/test_coords.py tests/test_generation.py \
-              tests/test_compilation.py tests/test_host_work.py tests/test_perf_paths.py
+              tests/test_compilation.py tests/test_host_work.py
 
 $(SKEW)/.installed: | $(STAMP)
 	test -x $(SKEW)/bin/python || $(SKEW_PY) -m venv $(SKEW)

@@ -159,6 +159,8 @@ def test_benchmark_scripts_run_and_write_their_json(tmp_path):
     best = min(times[v] for v in ("ours", "ours_compiled") if v in times)  # the ratio is the reference's
     assert r20["speedup_vs_reference"] == pytest.approx(times["reference"] / best)  # time over ours
     assert {"ours", "reference"} <= set(r20["variants"]) and g["device_name"] and g["torch"]
+    ours = r20["variants"]["ours"]  # what a compiled variant reports: its compile and any recompile
+    assert ours["first_call_s"] is None and ours["graphs_warmup"] == ours["graphs_timed"] == 0  # (no warm-up here)
     train_step.main(["--device", "cpu", "--out", str(tmp_path), "--cases", "fmnist-resnet20", "--batch", "2",
                      "--micro", "2", "--hidden", "8", "--layers", "1", "--num-freqs", "2", "--steps", "1",
                      "--warmup", "0"])
