@@ -165,7 +165,9 @@ else  # the standard location (CI has the Debian package), else data.py's error 
   echo "note: no $DATA (make gpu-data): Fashion-MNIST from its standard location"
   DATA_ARGS=()
 fi
-STAGE_ARGS=(--config configs/fashion_mnist_resnet20_w050.yaml model.width=1.0 "${DATA_ARGS[@]}")
+# the GPU path, teacher included, in the dry run too: bf16 autocast and channels-last
+STAGE_ARGS=(--config configs/fashion_mnist_resnet20_w050.yaml model.width=1.0 train.precision=bf16
+            train.channels_last=true "${DATA_ARGS[@]}")
 if [ "$QUICK" = 1 ]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   TINY=(--threads 1 --hidden 8 --layers 1 --num-freqs 2 --warmup 0 --peak-n 64)
@@ -177,7 +179,6 @@ if [ "$QUICK" = 1 ]; then
 else
   GEN_ARGS=(--repeats 5)
   STEP_ARGS=()
-  STAGE_ARGS+=(train.precision=bf16 train.channels_last=true)
 fi
 
 if ! step preflight "$LIMIT_PREFLIGHT" bash -c preflight; then

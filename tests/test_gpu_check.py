@@ -51,6 +51,8 @@ def test_cpu_dry_run_runs_every_step_and_writes_each_json_in_one_folder(tmp_path
         assert stage["stages"][k]["wall_s"] > 0 and stage["stages"][k]["images_per_s"] > 0
         assert stage["stages"][k]["peak_memory_gib"] > 0
     assert "| stage | ok |" in run.stdout
+    # the stage ran the GPU path's precision (the teacher shares it: teacher.fit's Execution)
+    assert "stage_1: the student computes in bfloat16 (train.precision=bf16)" in (out / "gpu_check.log").read_text()
 
 
 def test_summary_reports_failed_and_timed_out_steps_and_exits_1(tmp_path, capsys):
