@@ -130,3 +130,24 @@ def test_with_several_processes_only_a_polling_step_asks_the_other_ranks():
     assert stop.requested(accelerator, poll=False) is False
     with pytest.raises((RuntimeError, ValueError)):  # no default process group
         stop.requested(accelerator, poll=True)
+
+
+def test_coordinate_parallel_generation_reads_back_its_table_check_once_per_width(tiny_resnet20, tmp_path):
+    """The check that every rank cuts the same table gathers at every call (every rank must
+    call the same collectives) but waits for the answer only at a width's first table."""
+    import torch.distributed as dist
+
+    from neumeta_dist.distributed.coordinate_parallel import CoordinateParallel
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        net = make_net(tiny_resnet20)
+        net.generation = CoordinateParallel(dist.new_group(), 0, 1)
+        reads = []
+        for width in (1.0, 0.5, 1.0, 0.5, 1.0):
+            with HostWork() as work:
+                net.generate(width, noise=1.0, generator=torch.Generator().manual_seed(0))
+            reads.append(len(HostWork.ours(work.syncs)))
+    finally:
+        dist.destroy_process_group()
+    assert reads == [1, 1, 0, 0, 0], reads
