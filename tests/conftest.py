@@ -128,9 +128,13 @@ class HostWork(torch.utils._python_dispatch.TorchDispatchMode):
     - `host_tensors`: tensors an op made on the CPU, where its inputs are all elsewhere
       (factories: `arange`, `tensor`, `full`, ... with no device): on a GPU each is host work
       and a copy;
-    - `uploads`: copies from the CPU to another device.
-    Each is a list of (op, "file:line"); `ours()` keeps those asked for by `neumeta_dist/`
-    code (a library's own, e.g. the CPU step counter of torch's AdamW, is not ours).
+    - `uploads`: copies from the CPU to another device, and tensors made on another device
+      from Python data (`torch.tensor(list, device=...)`: a copy from pageable memory that
+      torch makes below the dispatcher, hence seen one level up, as a torch function).
+    Each is a list of (op, "file:line"), the line that asked: the first Python frame outside
+    torch's thin API wrappers (`Tensor` methods, `torch.functional`, the dispatch machinery).
+    `ours()` keeps those asked for by `neumeta_dist/` code; a library's own algorithm (torch's
+    Adam reading its CPU step counter, a clip in Accelerate) is the library's.
     """
 
     SYNCS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "unique_dim",
@@ -139,6 +143,17 @@ class HostWork(torch.utils._python_dispatch.TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.syncs, self.host_tensors, self.uploads, self.ops = [], [], [], 0
+
+    def __enter__(self):
+        self._python_data = _PythonData(self.uploads)
+        self._python_data.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._python_data.__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -161,9 +176,30 @@ class HostWork(torch.utils._python_dispatch.TorchDispatchMode):
         return [f for f in found if "/neumeta_dist/" in f[1]]
 
 
+class _PythonData(torch.overrides.TorchFunctionMode):
+    """Records `torch.tensor`/`torch.as_tensor` of Python data straight onto a non-CPU device."""
+
+    def __init__(self, sink: list):
+        super().__init__()
+        self.sink = sink
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        device = kwargs.get("device")
+        if func in (torch.tensor, torch.as_tensor) and device is not None and torch.device(device).type != "cpu":
+            self.sink.append((func.__name__, _asker()))
+        return func(*args, **kwargs)
+
+
+_TORCH_WRAPPERS = ("/torch/_tensor.py", "/torch/functional.py", "/torch/_ops.py", "/torch/overrides.py",
+                   "/torch/utils/_python_dispatch.py", "/torch/utils/_device.py", "/torch/_compile.py",
+                   "/torch/_dynamo/eval_frame.py")
+
+
 def _asker() -> str:
     import sys
     frame = sys._getframe(2)
-    while frame is not None and ("/torch/" in frame.f_code.co_filename or frame.f_code.co_filename == __file__):
+    while frame is not None and (frame.f_code.co_filename == __file__
+                                 or frame.f_code.co_filename.endswith(_TORCH_WRAPPERS)):
         frame = frame.f_back
     return "?" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"

@@ -151,3 +151,23 @@ def test_coordinate_parallel_generation_reads_back_its_table_check_once_per_widt
     finally:
         dist.destroy_process_group()
     assert reads == [1, 1, 0, 0, 0], reads
+
+
+def test_shard_batches_are_normalised_without_a_host_tensor_per_batch():
+    from neumeta_dist.data.stream import normalize
+
+    spec = SimpleNamespace(mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
+    batch = torch.zeros(2, 3, 4, 4, dtype=torch.uint8, device="meta")
+    normalize(batch, spec)  # the statistics reach the device once
+    with HostWork() as work:
+        out = normalize(batch, spec)
+    assert out.dtype == torch.float32 and HostWork.ours(work.uploads + work.host_tensors) == []
+
+
+def test_the_reconstruction_warmup_reads_its_loss_back_once_not_per_step(tiny_resnet20):
+    from neumeta_dist.inr_init import reconstruction_warmup
+
+    net = make_net(tiny_resnet20)
+    with HostWork() as work:
+        err = reconstruction_warmup(net, steps=6, lr=1e-3, fractions=[1.0, 0.5])  # 3 full-width steps
+    assert err > 0 and len(HostWork.ours(work.syncs)) == 1  # the error it returns
