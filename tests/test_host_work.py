@@ -40,26 +40,57 @@ class Window(probe.Callback):
             self.work.__exit__(None, None, None)
 
 
-def test_teacher_and_stage_steps_between_log_steps_read_nothing_back_from_the_device(tmp_path, monkeypatch):
+# 192 training images in batches of 32: the teacher's epoch ends at step 6, its log at step 5; the
+# stage's 4 steps log at step 4 only. The GPU path's switches on; in-place KD adds a no-grad pass.
+STEPS = ["data.dataset=synthetic", "data.train_limit=256", "data.test_limit=64", "data.batch_size=32",
+         "data.val_fraction=0.25", "model.width=0.25", "teacher.epochs=1", "meta.generated=authors",
+         "inr.hidden=16", "inr.layers=1", "inr.num_freqs=4", "train.max_steps=4", "train.log_every=5",
+         "train.widths_per_step=3", "recipe.units_per_stage=9", "recipe.warmup_steps=0",
+         "meta.norm=skipinit", "eval.widths=[1.0]", "loss.kd=1.0", "loss.inplace_kd=1.0",
+         "train.precision=bf16", "train.channels_last=true"]
+
+
+def _stage_windows(run_dir, stages, monkeypatch) -> dict[int, Window]:
+    """Run `stages` of the tiny config, each watched from the end of its step 1 to the end of its
+    last step before a log step (teacher: steps 2-4; stage 1: steps 2-3)."""
     from neumeta_dist.pipeline import run
 
-    # 192 training images in batches of 32: the teacher's epoch ends at step 6, its log at step 5;
-    # the stage's 4 steps log at step 4 only
-    overrides = ["data.dataset=synthetic", "data.train_limit=256", "data.test_limit=64", "data.batch_size=32",
-                 "data.val_fraction=0.25", "model.width=0.25", "teacher.epochs=1", "meta.generated=authors",
-                 "inr.hidden=16", "inr.layers=1", "inr.num_freqs=4", "train.max_steps=4", "train.log_every=5",
-                 "train.widths_per_step=3", "recipe.units_per_stage=9", "recipe.warmup_steps=0",
-                 "meta.norm=skipinit", "eval.widths=[1.0]", "loss.kd=1.0", "loss.inplace_kd=1.0",
-                 "train.precision=bf16", "train.channels_last=true", f"run_dir={tmp_path}"]
-    windows = {0: Window(1, 4), 1: Window(1, 3)}  # teacher steps 2-4, stage steps 2-3
+    windows = {0: Window(1, 4), 1: Window(1, 3)}
     monkeypatch.setattr(probe, "from_env", lambda stage, rank: windows[stage])
-    cfg = load_config("configs/blockwise.yaml", overrides)
-    run(cfg, only_stage=0)
-    run(cfg, only_stage=1)
-    for stage, window in windows.items():
+    cfg = load_config("configs/blockwise.yaml", [*STEPS, f"run_dir={run_dir}"])
+    for stage in stages:
+        run(cfg, only_stage=stage)
+    return {k: windows[k] for k in stages}
+
+
+def test_teacher_and_stage_steps_between_log_steps_read_nothing_back_from_the_device(tmp_path, monkeypatch):
+    for stage, window in _stage_windows(tmp_path, (0, 1), monkeypatch).items():
         assert window.work.ops > 1000, "the window saw no step"
         assert HostWork.ours(window.work.syncs) == [], (stage, HostWork.ours(window.work.syncs))
-        print(stage, window.work.ops, window.work.syncs)
+
+
+def _ddp_rank(rank: int, port: int, run_dir: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2", NEUMETA_NO_BAR="1")
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        window = _stage_windows(run_dir, (1,), monkeypatch)[1]
+    torch.save({"ops": window.work.ops, "ours": HostWork.ours(window.work.syncs)}, f"{run_dir}/rank{rank}.pt")
+
+
+def test_ddp_stage_steps_between_log_steps_read_nothing_back_either(tmp_path, monkeypatch):
+    """Two processes (gloo): the preemption flag is all-reduced and read back at log steps only."""
+    import torch.multiprocessing as mp
+
+    from conftest import free_port
+
+    _stage_windows(tmp_path, (0,), monkeypatch)
+    mp.spawn(_ddp_rank, args=(free_port(), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        seen = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert seen["ops"] > 1000 and seen["ours"] == [], (rank, seen["ours"])
 
 
 def test_generation_forward_losses_and_backward_make_no_tensor_on_the_host(tiny_resnet20):
