@@ -1,10 +1,15 @@
-"""The training step does no host work a GPU would wait for: no reads of device values
-outside log steps, no tensors made on the host inside the step (conftest.HostWork counts
-both, attributed to the code that asked), and no table rebuilt per step.
+"""The training step does no host work a GPU would wait for (conftest.HostWork counts it,
+attributed to the code that asked):
+- no reads of device values between log steps — teacher and stage steps, one process and two
+  (DDP: the preemption flag is polled at log steps), coordinate-parallel generation's table
+  check read once per width, the reconstruction warm-up's loss read once;
+- no tensors made on the host and no copies inside the step — generation, student, losses and
+  backward on the `meta` device (a tensor made without a device is then the one CPU tensor in
+  sight), in-memory batches gathered on the device, shard batches normalised by statistics
+  uploaded once;
+- no coordinate table rebuilt for a width already seen, over a continuous width range.
 
-On a CPU every tensor is on the host, so the step's *syncs* are counted by op (what would
-block on a GPU), and its *host tensors* by running the step on the `meta` device, where a
-tensor made without a device is the one CPU tensor in sight.
+On a CPU every tensor is on the host, so syncs are counted by op (what would block on a GPU).
 """
 from __future__ import annotations
 
