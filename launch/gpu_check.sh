@@ -57,7 +57,10 @@ DATA=${GPU_DATA:-data/fashion-mnist}
 WORK=${WORK:-/tmp/gpu_check}
 mkdir -p "$DEST" "$WORK"
 DEST=$(cd "$DEST" && pwd)
-rm -f "$WORK/steps.tsv" "$WORK/cuda_tests.xml" "$DEST"/{generation,train_step,stage}_*.json "$DEST"/gpu_check.{json,log}
+rm -f "$WORK/steps.tsv" "$DEST"/gpu_check.{json,log}
+for s in $ONLY; do  # what the steps to run rewrite (a step rerun alone keeps the others' figures)
+  case $s in cuda_tests) rm -f "$WORK/cuda_tests.xml" ;; generation|train_step|stage) rm -f "$DEST/${s}"_*.json ;; esac
+done
 export PY WHEELS WORK PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NEUMETA_NO_BAR=1
 
 LIMIT_PREFLIGHT=${LIMIT_PREFLIGHT:-15}
