@@ -7,9 +7,9 @@ module supplies what Accelerate leaves to the caller:
   accumulation = `train.widths_per_step` micro-batches, gradient clipping = `train.grad_clip`
   (DeepSpeed clips by global norm inside `engine.step`, so value clipping is refused), and
   `train.precision` — the one source of the precision: the launcher's `--mixed_precision`
-  must be `no` or agree — with bf16 as `torch.autocast` with fp32 master weights (DeepSpeed's own `bf16` mode would cast
-  the module, its teacher buffers included, and the generated weights would then meet fp32
-  images in the functional forward).
+  must be `no` or agree — with bf16 as `torch.autocast` with fp32 master weights
+  (DeepSpeed's own `bf16` mode would cast the module, its teacher buffers included, and the
+  generated weights would then meet fp32 images in the functional forward).
 - **Parameters used outside their module's forward** under ZeRO-3: the INR's hidden layers
   and the SkipInit scales live in `ParameterList`/`ParameterDict` containers whose forward is
   never called, so ZeRO-3 would never gather them; they are registered as external
