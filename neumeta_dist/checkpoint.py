@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import shutil
 import warnings
 import zlib
@@ -25,6 +27,11 @@ from .run import CHECKPOINT_GLOB, COMPLETE, META, checkpoint_dir
 
 class CheckpointError(RuntimeError):
     pass
+
+
+class UnsafeFileError(CheckpointError):
+    """A file whose pickle names code to run (a class or function outside torch's data-only
+    allow-list): refused before anything in it executes."""
 
 
 def fsync_tree(path: Path) -> None:
@@ -78,16 +85,45 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(Path(path), "w", lambda fh: fh.write(text))
 
 
-def load_torch(path: Path, what: str) -> Any:
-    """torch.load with a one-line error naming the file when it is missing or corrupt."""
+# torch's weights-only refusal is a paragraph; its one informative sentence names the global
+_REFUSAL = re.compile(r"WeightsUnpickler error: (.*?)(?: Please use| Check the|\n|$)")
+
+
+def load_torch(path: Path, what: str, mmap: bool = False) -> Any:
+    """torch.load of data only (`weights_only=True`), with a one-line error naming the file
+    when it is missing, corrupt, or needs code to load.
+
+    The one rule for every file this package reads: tensors, numbers, strings, lists, tuples
+    and dicts, nothing else. A teacher from a model zoo, an exported network, a `--ckpt` or
+    a file copied from another machine is a pickle, and a pickle can call anything (its
+    `__reduce__`); torch's weights-only unpickler admits only data, so the payloads written
+    here hold only data (family as a dict, config as a dict) and nothing needs allow-listing.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            raise UnsafeFileError(refusal(path, what, str(e))) from None
+        raise CheckpointError(_unreadable(path, what, e)) from None
     except Exception as e:  # truncated zip, wrong format, ...
-        raise CheckpointError(f"{what} {path} is unreadable ({type(e).__name__}: {e}); "
-                              "delete it and re-run the stage that writes it") from None
+        raise CheckpointError(_unreadable(path, what, e)) from None
+
+
+def refusal(path: Path, what: str, detail: str) -> str:
+    """The one line that refuses a file needing code to load."""
+    m = _REFUSAL.search(detail)
+    why = (m.group(1) if m else detail.strip().splitlines()[0]).strip().rstrip(".")
+    return (f"{what} {path} refused: loading it would run code ({why}); this package reads files as data "
+            "only (tensors, numbers, strings, lists, dicts): re-save it as a plain state dict")
+
+
+def _unreadable(path: Path, what: str, e: Exception) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return (f"{what} {path} is unreadable ({type(e).__name__}: {first}); "
+            "delete it and re-run the stage that writes it")
 
 
 def save_state(accelerator, stage_dir: Path, step: int, meta: dict, extra: dict[str, Any]) -> Path:

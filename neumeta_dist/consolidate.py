@@ -23,6 +23,7 @@ def model_state(ckpt_dir: Path) -> dict[str, torch.Tensor]:
     """The INR's whole fp32 state dict from a checkpoint of any mode."""
     if (ckpt_dir / "latest").is_file():  # DeepSpeed: `latest` names the tag folder of the shards
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        screen_deepspeed(ckpt_dir)
         state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir))
     elif (ckpt_dir / "model.safetensors").is_file():
         from safetensors.torch import load_file
@@ -33,6 +34,23 @@ def model_state(ckpt_dir: Path) -> dict[str, torch.Tensor]:
         raise ckpt.CheckpointError(f"{ckpt_dir} holds no model state (neither DeepSpeed shards nor "
                                    "model.safetensors): pass a stage_<k>/checkpoint_<step> directory")
     return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+
+
+def _deepspeed_types() -> list:
+    """The DeepSpeed classes its ZeRO shards hold besides data (an enum, the loss scaler):
+    rebuilt from their saved fields, no code of the file's choosing runs."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    return [ZeroStageEnum, LossScaler, DynamicLossScaler]
+
+
+def screen_deepspeed(ckpt_dir: Path) -> None:
+    """DeepSpeed's own reader unpickles with `weights_only=False`: every `.pt` under a ZeRO
+    checkpoint is first read as data only (memory-mapped), so a file naming other code is
+    refused in one line before DeepSpeed opens it."""
+    with torch.serialization.safe_globals(_deepspeed_types()):
+        for f in sorted(Path(ckpt_dir).rglob("*.pt")):
+            ckpt.load_torch(f, "DeepSpeed shard", mmap=True)
 
 
 def consolidate(ckpt_dir: Path) -> dict:

@@ -129,11 +129,38 @@ def _cifar_part(folder: Path, files: list[str], key: bytes):
         if not path.exists():
             raise DataError(f"{path} is missing: put the python-pickle CIFAR release in {folder} "
                             "(data.root) or set data.download=true where the network allows")
-        with open(path, "rb") as fh:
-            d = pickle.load(fh, encoding="bytes")
+        d = _read_cifar_pickle(path)
         xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(d[key], dtype=np.int64))
     return torch.from_numpy(np.concatenate(xs)).float().div_(255), torch.from_numpy(np.concatenate(ys))
+
+
+# What the official CIFAR python archives hold: dicts and lists of bytes/str/int and numpy
+# arrays. Rebuilding an array names these callables; any other global would be code to run.
+_CIFAR_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only the arrays, lists and dicts of a CIFAR archive: a pickle is a program, and
+    one that names anything else (os.system, builtins.open, ...) is refused before it runs."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which no CIFAR archive holds")
+        return super().find_class(module, name)
+
+
+def _read_cifar_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return _CifarUnpickler(fh, encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{path} refused: loading it would run code ({e}); this package reads CIFAR archives "
+                        "as data only: use the official python-pickle release") from None
 
 
 def _synthetic(cfg: DataConfig):
