@@ -10,6 +10,7 @@ import os
 import sys
 
 from . import checkpoint as ckpt
+from . import lineage
 from . import options as opt
 from . import probe
 from .distributed import data_parallel as parallel
@@ -26,14 +27,18 @@ from .train import train_stage
 from .trained import evaluate_run
 
 
-def run(cfg: Config, only_stage: int | None = None) -> dict | None:
-    """The whole plan (skipping COMPLETE stages), or only `only_stage` (0 = the teacher)."""
+def run(cfg: Config, only_stage: int | None = None, restart_from: int | None = None) -> dict | None:
+    """The whole plan (skipping COMPLETE stages), or only `only_stage` (0 = the teacher);
+    `restart_from`: first delete artefact k and every later one (lineage.py)."""
     set_threads()
     accelerator = make_accelerator()
     seed_everything(cfg.train.seed)
-    ctx = _context(cfg, accelerator, only_stage)
+    ctx = _context(cfg, accelerator, only_stage, restart_from)
+    teacher_done = ctx.run.stage_complete(0)
     art = train_teacher(cfg, accelerator, ctx.splits, ctx.family, probe.from_env(0, accelerator.process_index))
     ctx = ctx.with_teacher(art, build_reference(cfg, accelerator, ctx.family, art, ctx.splits))
+    if not teacher_done and accelerator.is_main_process:  # made here and now: its record says so
+        lineage.mark_teacher(ctx.run, cfg)
     if only_stage == 0:
         return None
     teacher = None
@@ -57,13 +62,25 @@ def run(cfg: Config, only_stage: int | None = None) -> dict | None:
     return results
 
 
-def _context(cfg: Config, accelerator, only_stage: int | None) -> RunContext:
-    """The run directory with its config, and the context; a stage outside the plan, a named
-    checkpoint of another run, or a stage before its teacher fail here, before any work."""
+def _context(cfg: Config, accelerator, only_stage: int | None, restart_from: int | None = None) -> RunContext:
+    """The run directory with its config, and the context; a config that changes a finished
+    artefact's keys, a stage outside the plan, a named checkpoint of another run, or a stage
+    before its teacher fail here, before any work."""
     run_dir = RunDir(cfg.run_dir)
+    lineage.check(cfg, run_dir, restart_from)  # every rank: all stop on the same line
+    changed = lineage.evaluation_changes(cfg, run_dir)
+    accelerator.wait_for_everyone()  # every rank has read the old config before it is replaced
     if accelerator.is_main_process:
+        if restart_from is not None:
+            gone = lineage.restart(run_dir, restart_from)
+            print(f"--restart-from {restart_from}: deleted {', '.join(p.name for p in gone) or 'nothing'}")
+        if changed:
+            print("evaluation settings changed since the last run ("
+                  + "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+                  + "): the trained stages are evaluated again, nothing is retrained")
         run_dir.root.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir.config)
+    accelerator.wait_for_everyone()
     ctx = RunContext.load(cfg)
     if only_stage is not None and not 0 <= only_stage <= len(ctx.stages):
         raise StageError(f"--stage {only_stage}: the plan has stages 0..{len(ctx.stages)} (see `neumeta-dist plan`)")
@@ -80,13 +97,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="run only this stage (0 = teacher + smoothing); default: every remaining stage")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved, validated config (as `neumeta-dist config`) before starting")
+    p.add_argument("--restart-from", type=opt.count(0), default=None, metavar="K",
+                   help="delete stage K's artefacts and every later stage's (0 = the teacher too) and train them "
+                        "again: the way on when a changed config makes a finished stage stale")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
     args = p.parse_intermixed_args(argv)  # `--stage k` may follow the overrides
     try:
         cfg = load_config(args.config, args.overrides)
         if args.print_config and os.environ.get("RANK", "0") == "0":  # once, not once per process
             print(config_text(cfg), end="", flush=True)
-        run(cfg, args.stage)
+        run(cfg, args.stage, args.restart_from)
     except (StageError, ckpt.CheckpointError, ConfigError, DataError, parallel.ParallelError) as e:
         raise SystemExit(f"error: {e}") from None
 

@@ -24,6 +24,7 @@ import random
 import time
 
 import torch
+from . import lineage
 from .distributed import data_parallel as parallel
 from .distributed import preemption
 from .accuracy import accuracy
@@ -144,7 +145,8 @@ def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = 
              "config": cfg.to_dict(), "stage": k, "steps": total}
     callback.on_end(final["model"], final["ema"], parallel.local_numel(model))
     _hand_off(ctx, accelerator, final, select, stage, log, total)
-    checkpointer.finish(final, {"steps": total, "val": final["val"], "wall_s": round(time.perf_counter() - t0, 1)})
+    checkpointer.finish(final, {"steps": total, "val": final["val"], "wall_s": round(time.perf_counter() - t0, 1),
+                                "made_by": lineage.record(cfg, k)})
     return final
 
 

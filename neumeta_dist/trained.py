@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import provenance
+from . import lineage, provenance
 from .calibration import Calibration, distinct_widths
 from .config import Config
 from .ema import EMA
@@ -96,6 +96,8 @@ def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> di
                "widths": rows, "dataset": ctx.splits.name, "model": ctx.family.name, "recipe": cfg.recipe.name,
                "stages_completed": done, "stages_planned": len(ctx.stages),
                "generated_layers": net.generated_names(),
+               # the digest of the keys and the commit that made the teacher and each stage
+               "made_by": lineage.summary(ctx.run, done),
                "smoothing": {"tv_before": reference.get("tv_before"), "tv_after": reference.get("tv_after")},
                **provenance.record(config=cfg.to_dict(), seed=cfg.train.seed,
                                    steps_per_stage=steps_per_stage(cfg, len(ctx.splits.train)),

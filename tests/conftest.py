@@ -203,3 +203,43 @@ def _asker() -> str:
                                  or frame.f_code.co_filename.endswith(_TORCH_WRAPPERS)):
         frame = frame.f_back
     return "?" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+# The smallest real run (synthetic data, a one-epoch teacher, one INR stage of two steps,
+# a checkpoint after each): what the run-directory tests (safe loading, lineage, results)
+# train once per module and copy.
+TINY_RUN_CONFIG = "configs/blockwise.yaml"
+TINY_RUN = ["data.dataset=synthetic", "data.train_limit=128", "data.test_limit=64", "data.batch_size=32",
+            "data.val_fraction=0.25", "model.width=0.25", "teacher.epochs=1", "meta.generated=last_block",
+            "meta.norm=fold", "smoothing.two_opt_rounds=1", "inr.hidden=8", "inr.layers=1", "inr.num_freqs=2",
+            "train.max_steps=2", "train.save_every=1", "train.keep_checkpoints=2", "train.widths_per_step=1",
+            "train.warmup_fraction=0", "recipe.warmup_steps=0", "eval.widths=[1.0]"]
+
+
+def train_tiny_run(run_dir, *overrides: str):
+    """Train the tiny run in this process into `run_dir`; returns it."""
+    import os
+    from pathlib import Path
+
+    from neumeta_dist import pipeline
+    from neumeta_dist.config import load_config
+
+    os.environ.setdefault("NEUMETA_NO_BAR", "1")
+    root = Path(__file__).resolve().parents[1]
+    pipeline.run(load_config(root / TINY_RUN_CONFIG, [*TINY_RUN, *overrides, f"run_dir={run_dir}"]))
+    return run_dir
+
+
+def refused_in_one_line(capsys, entry, argv: list[str]) -> str:
+    """`entry(argv)` exits non-zero with one `error:` line and no traceback; returns the line."""
+    import pytest
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        entry(argv)
+    code = stop.value.code
+    err = capsys.readouterr().err + (f"{code}\n" if isinstance(code, str) else "")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code not in (0, None) and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("error:"), lines[0]
+    return lines[0]

@@ -18,15 +18,12 @@ import torch
 
 from neumeta_dist import checkpoint as ckpt
 from neumeta_dist import cli, pipeline
-from neumeta_dist.config import load_config
+
+from conftest import TINY_RUN, TINY_RUN_CONFIG, refused_in_one_line, train_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "configs" / "blockwise.yaml")
-TINY = ["data.dataset=synthetic", "data.train_limit=128", "data.test_limit=64", "data.batch_size=32",
-        "data.val_fraction=0.25", "model.width=0.25", "teacher.epochs=1", "meta.generated=last_block",
-        "meta.norm=fold", "smoothing.two_opt_rounds=1", "inr.hidden=8", "inr.layers=1", "inr.num_freqs=2",
-        "train.max_steps=2", "train.save_every=1", "train.keep_checkpoints=2", "train.widths_per_step=1",
-        "train.warmup_fraction=0", "recipe.warmup_steps=0", "eval.widths=[1.0]"]
+CONFIG = str(ROOT / TINY_RUN_CONFIG)
+TINY = TINY_RUN
 
 
 class _Creates:
@@ -46,26 +43,16 @@ def evil_torch_file(path: Path, marker: Path, payload: dict | None = None) -> Pa
 
 
 def refused(capsys, entry, argv: list[str], path: Path) -> str:
-    """`entry(argv)` exits non-zero with one line, no traceback, naming `path` and the refusal."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as stop:
-        entry(argv)
-    code = stop.value.code
-    err = capsys.readouterr().err + (f"{code}\n" if isinstance(code, str) else "")
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code not in (0, None) and "Traceback" not in err and len(lines) == 1, err
-    assert lines[0].startswith("error:") and str(path) in lines[0], lines[0]
-    assert "would run code" in lines[0], lines[0]
-    return lines[0]
+    """One `error:` line naming `path` and the refusal (conftest.refused_in_one_line)."""
+    line = refused_in_one_line(capsys, entry, argv)
+    assert str(path) in line and "would run code" in line, line
+    return line
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """The smallest real run: a one-epoch teacher and one INR stage of two steps."""
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    os.environ.setdefault("NEUMETA_NO_BAR", "1")
-    pipeline.run(load_config(CONFIG, [*TINY, f"run_dir={run_dir}"]))
-    return run_dir
+    return train_tiny_run(tmp_path_factory.mktemp("trained") / "run")
 
 
 @pytest.fixture
@@ -152,3 +139,11 @@ def test_a_real_cifar_archive_layout_still_loads(tmp_path):
         (tmp_path / "b").write_bytes(pickle.dumps(batch, protocol=protocol))
         got = _read_cifar_pickle(tmp_path / "b")
         assert got[b"labels"] == [3, 1] and np.array_equal(got[b"data"], batch[b"data"])
+
+
+def test_every_torch_file_a_run_writes_reads_as_data(trained_run):
+    """The rule holds for the package's own files: none needs an allow-list to load."""
+    ours = [p for p in trained_run.rglob("*.pt")]
+    assert {p.name for p in ours} >= {"teacher.pt", "reference.pt", "final.pt", "ema.pt", "sched.pt"}
+    for path in ours:
+        ckpt.load_torch(path, "run file")
