@@ -24,7 +24,8 @@ def cmd_eval(args) -> None:
     results = run.evaluate(acc)
     if acc.is_main_process:
         print(results_table(results))
-        print(f"wrote {run.dir.results_json}")
+        print(f"wrote this evaluation to {run.dir.root / 'evaluations'}/ and regenerated {run.dir.results_json} "
+              "(every evaluation of the run, merged)")
 
 
 def cmd_export(args) -> None:

@@ -78,4 +78,4 @@ def load_result(path: Path) -> dict:
     if missing:
         raise ckpt.CheckpointError(f"{path} is not a stage result (missing {', '.join(missing)}): pass a "
                                    "stage_<k>/final.pt or a file written by `neumeta-dist consolidate`")
-    return result
+    return {**result, "file": str(Path(path).resolve())}  # which file an evaluation of it evaluated

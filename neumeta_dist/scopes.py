@@ -66,17 +66,17 @@ SCOPE: dict[str, str] = {key: scope for scope, keys in _KEYS.items() for key in 
 
 
 def flat(cfg) -> dict[str, Any]:
-    """Every leaf of a config as {"section.key": value}."""
+    """Every leaf of a config (a `Config`, or its `to_dict()` as a run recorded it) as
+    {"section.key": value}."""
     out: dict[str, Any] = {}
 
-    def walk(obj, prefix: str) -> None:
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{f.name}.")
+    def walk(obj: dict, prefix: str) -> None:
+        for name, value in obj.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{name}.")
             else:
-                out[prefix + f.name] = list(value) if isinstance(value, (list, tuple)) else value
-    walk(cfg, "")
+                out[prefix + name] = list(value) if isinstance(value, (list, tuple)) else value
+    walk(dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg, "")
     return out
 
 

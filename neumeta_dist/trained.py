@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import lineage, provenance
+from . import evaluations, lineage, provenance
 from .calibration import Calibration, distinct_widths
 from .config import Config
 from .ema import EMA
@@ -80,7 +80,8 @@ def measure_calibration(ctx: RunContext, net: MetamorphicNet, stage: int, final:
 
 def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> dict:
     """Width sweep of the last complete stage (or of `result`, a consolidated checkpoint);
-    writes results.{json,md} and the plot."""
+    writes its own file under evaluations/ and regenerates results.{json,md} and the plots
+    from every evaluation of the run (evaluations.py). Returns this evaluation's results."""
     cfg, reference = ctx.cfg, ctx.reference
     net, done = result_network(ctx, result)
     net = net.to(accelerator.device)
@@ -103,8 +104,9 @@ def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> di
                                    steps_per_stage=steps_per_stage(cfg, len(ctx.splits.train)),
                                    train_widths=list(training.discrete) or [training.low, training.high],
                                    wall_s=_wall_times(ctx, done))}
-    if accelerator.is_main_process:
-        write_results(ctx.run.root, results)
+    if accelerator.is_main_process:  # this evaluation's own file, then the merged view of all of them
+        network = evaluations.network_of(ctx.run, done, result.get("file") if result else None)
+        write_results(ctx.run.root, evaluations.add(ctx.run, results, evaluations.way(cfg, network)))
         _log_sweep(ctx.run, rows, cfg)
     return results
 

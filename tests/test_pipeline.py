@@ -118,14 +118,16 @@ def test_exported_network_accuracy_equals_the_evaluated_one(run, tmp_path):
     assert sum(p.numel() for p in plain.parameters()) == row["params"]
 
 
-def test_eval_command_rewrites_results_for_requested_widths(run, tmp_path):
+def test_eval_command_adds_the_requested_widths_to_the_merged_results(run, tmp_path):
     import shutil
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
+    before = json.loads((run / "results.json").read_text())["widths"]
     out = cli("eval", "--run", str(copy), "--widths", "0.6,1.0")
     assert out.returncode == 0, out.stderr
     r = json.loads((copy / "results.json").read_text())
-    assert [w["width"] for w in r["widths"]] == [0.6, 1.0]
+    assert [w["width"] for w in r["widths"]] == sorted({0.6, *(w["width"] for w in before)})
+    assert r["evaluations"][-1]["widths"] == [0.6, 1.0] and "--widths 0.6,1.0" in r["evaluations"][-1]["command"]
 
 
 def test_eval_of_a_run_trained_with_an_external_teacher_reads_teacher_checkpoint(run, tmp_path):
@@ -143,7 +145,7 @@ def test_eval_of_a_run_trained_with_an_external_teacher_reads_teacher_checkpoint
     assert out.returncode == 0, out.stderr
     # the same figures; only the provenance (command, date, the config's paths) differs
     figures = lambda d: {k: v for k, v in json.loads((d / "results.json").read_text()).items()
-                         if k not in ("command", "date", "config")}
+                         if k not in ("command", "date", "config", "evaluations")}
     assert figures(copy) == figures(run)
     (tmp_path / "shared_teacher.pt").unlink()
     out = cli("eval", "--run", str(copy))
