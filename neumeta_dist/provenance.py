@@ -35,7 +35,13 @@ def command() -> str:
 
 
 def commit() -> str:
-    """HEAD of the checkout the code runs from, `+dirty` when tracked files differ from it."""
+    """HEAD of the checkout the code runs from, `+dirty` when tracked files differ from it;
+    for code run from a SLURM chain's snapshot (snapshot.py), the commit it was taken at —
+    git there would find whatever repository holds the run directory."""
+    from .snapshot import recorded_commit
+    submitted = recorded_commit(ROOT)
+    if submitted is not None:
+        return submitted
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
                               timeout=10).stdout.strip()

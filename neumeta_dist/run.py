@@ -6,14 +6,17 @@ Layout of `<run_dir>/` (README, docs/architecture.md):
     teacher/checkpoint_<step>/    stage 0 while the teacher trains: atomic checkpoints, as a stage's
     teacher/teacher.pt            stage 0: the BN teacher (state dict, family, test accuracy)
     teacher/reference.pt          stage 0: folded (+ smoothed) weights; stage 0 ends with it
+    teacher/COMPLETE              stage 0's record: the keys, digest and commit that made it (lineage.py)
     stage_<k>/checkpoint_<step>/  atomic checkpoints (checkpoint.py), newest whole one wins
     stage_<k>/best.pt             the best held-out candidate so far (selection.py)
     stage_<k>/final.pt            the stage's result, written before
-    stage_<k>/COMPLETE            the marker, written last
-    results.json, results.md, accuracy_vs_compression.png   the width sweep
+    stage_<k>/COMPLETE            the marker, written last; records what made the stage (lineage.py)
+    evaluations/<time>-<id>.json  one file per evaluation (evaluations.py), never rewritten
+    results.json, results.md, accuracy_vs_compression.png   their merged view
     calibration.pt                the sweep's recalibration of every network: no data needed after it
     tb/<name>/                    TensorBoard scalars (teacher, stage_<k>, eval)
     slurm/jobs.json               the SLURM chain's state (submit.py)
+    slurm/snapshots/<time>-<sha>/ the code + resolved config a submission's jobs run (snapshot.py)
     individual.json               the per-width baseline (individual.py)
     slimmable.pt                  the slimmable baseline's network (slimmable.py)
 

@@ -82,8 +82,9 @@ def load_profile(path: str | Path) -> Profile:
     return prof
 
 
-def sbatch_parameters(prof: Profile, name: str, dependency: str | None) -> dict:
-    """Submitit's SlurmExecutor parameters of one stage job."""
+def sbatch_parameters(prof: Profile, name: str, dependency: str | None, code: Path = ROOT) -> dict:
+    """Submitit's SlurmExecutor parameters of one stage job; `code`: the folder whose package
+    the job runs (a chain's snapshot, snapshot.py)."""
     optional = {"partition": prof.partition, "account": prof.account, "qos": prof.qos,
                 "constraint": prof.constraint, "gpus_per_node": prof.gpus_per_node,
                 "mem": f"{prof.mem_gb:g}G" if prof.mem_gb else None, "dependency": dependency}
@@ -91,8 +92,9 @@ def sbatch_parameters(prof: Profile, name: str, dependency: str | None) -> dict:
     # afterok on a failed stage can never be satisfied: cancel the dependants instead of
     # leaving them pending forever
     extra.setdefault("kill-on-invalid-dep", "yes")
-    # this checkout's code on the nodes, also where sbatch does not export the environment
-    setup = [f"export PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    # the submitted code on the nodes, also where sbatch does not export the environment (first
+    # on the path: Submitit unpickles the StageJob with it, before an editable install)
+    setup = [f"export PYTHONPATH={code}${{PYTHONPATH:+:$PYTHONPATH}}"]
     return {"job_name": name, "nodes": prof.nodes, "ntasks_per_node": 1, "cpus_per_task": prof.cpus_per_task,
             "time": prof.time_min, "signal_delay_s": prof.signal_delay_s, "setup": setup,
             "additional_parameters": {k: v or True for k, v in extra.items()},
@@ -122,7 +124,7 @@ class Rendezvous:
 DISTRIBUTED_TYPE_FLAGS = {"--config_file", "--multi_gpu", "--use_deepspeed", "--use_fsdp", "--cpu", "--tpu"}
 
 
-def accelerate_command(prof: Profile, where: Rendezvous, train_args: list[str]) -> list[str]:
+def accelerate_command(prof: Profile, where: Rendezvous, train_args: list[str], code: Path = ROOT) -> list[str]:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *prof.accelerate_args,
            "--num_machines", str(where.nodes), "--machine_rank", str(where.node_rank),
            "--num_processes", str(where.nodes * prof.per_node),
@@ -135,7 +137,7 @@ def accelerate_command(prof: Profile, where: Rendezvous, train_args: list[str]) 
         cmd.append("--multi_gpu")
     # --quiet: a stage that fails prints its own one-line error; without it Accelerate's
     # single-process and DeepSpeed launchers add a CalledProcessError traceback after it
-    return [*cmd, "--quiet", str(ROOT / "launch" / "train.py"), *train_args]
+    return [*cmd, "--quiet", str(Path(code) / "launch" / "train.py"), *train_args]
 
 
 def digest(path: Path) -> str:
@@ -164,6 +166,7 @@ class StageJob(submitit.helpers.Checkpointable):
     stage: int
     overrides: list[str]
     run_dir: str
+    code: str = str(ROOT)  # the chain's snapshot (snapshot.py): its launch/train.py and package run
 
     def __call__(self) -> dict:
         run = RunDir(self.run_dir)
@@ -172,9 +175,11 @@ class StageJob(submitit.helpers.Checkpointable):
             src = run.stage_input(self.stage)
             print(f"stage {self.stage} starts from {src} sha256:{digest(src)}", flush=True)
         cmd = accelerate_command(self.profile, where, ["--config", self.config, "--stage", str(self.stage),
-                                                       *self.overrides])
+                                                       *self.overrides], Path(self.code))
         print("running", " ".join(cmd), flush=True)
-        proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_shield)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [self.code, os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=_shield)
         try:
             status = proc.wait()
         finally:  # Submitit exits on the requeue signal: first let the stage write its checkpoint

@@ -34,8 +34,9 @@ from pathlib import Path
 from . import options as opt
 from .checkpoint import atomic_write_text
 from .config import Config, ConfigError, load_config
+from . import snapshot
 from .run import RunContext, RunDir
-from .slurm import Profile, Rendezvous, StageJob, accelerate_command, load_profile, sbatch_parameters
+from .slurm import ROOT, Profile, Rendezvous, StageJob, accelerate_command, load_profile, sbatch_parameters
 
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
           "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
@@ -213,13 +214,16 @@ def submit(chain: Chain, prof: Profile, config: str, overrides: list[str], stage
         executor = None if dry_run else submitit.SlurmExecutor(folder=chain.folder / "logs",
                                                                max_num_timeout=prof.max_requeues)
         job_overrides = [o for o in overrides if not o.startswith("run_dir=")] + [f"run_dir={chain.run_dir}"]
+        snap = None  # taken once, when the first job is submitted: every job of this submission runs it
         for i, row in enumerate(rows):
             prev = rows[i - 1] if i else parent
             if row.state == "COMPLETE" or row.active:
                 continue
             after = prev.job_id if prev is not None and prev.state != "COMPLETE" else None
+            if not dry_run:
+                snap = snap or snapshot.take(ROOT, chain.cfg, chain.folder / "snapshots")
             params = sbatch_parameters(prof, f"{chain.run_dir.name}-s{row.stage}",
-                                       f"afterok:{after}" if after else None)
+                                       f"afterok:{after}" if after else None, snap.root if snap else ROOT)
             if row.failed and row.state != "UNKNOWN":
                 print(f"stage {row.stage}: previous job {row.job_id} {row.state.lower()} ({row.detail}); "
                       "submitting it again", file=sys.stderr)
@@ -228,16 +232,16 @@ def submit(chain: Chain, prof: Profile, config: str, overrides: list[str], stage
                 rows[i] = StageState(row.stage, "DRY RUN", f"<stage {row.stage} job>", detail=after or "")
                 continue
             executor.update_parameters(**params)
-            try:
-                job = executor.submit(StageJob(prof, str(Path(config).resolve()), row.stage, job_overrides,
-                                               str(chain.run_dir)))
+            try:  # the snapshot's resolved config: the overrides are in it
+                job = executor.submit(StageJob(prof, str(snap.config), row.stage, [], str(chain.run_dir),
+                                               str(snap.root)))
             except submitit.core.utils.FailedJobError as e:  # sbatch's own error, e.g. no controller
                 first = next((line.strip() for line in str(e).splitlines() if line.strip()), "no reason given")
                 raise SubmitError(f"sbatch refused stage {row.stage}: {first}") from None
             record = state["stages"].setdefault(str(row.stage), {})
             if "job_id" in record:  # earlier jobs of this stage, for the record
                 record["earlier_jobs"] = [*record.get("earlier_jobs", []), record["job_id"]]
-            record.update(job_id=str(job.job_id), log=str(job.paths.stdout))
+            record.update(job_id=str(job.job_id), log=str(job.paths.stdout), commit=snap.commit, code=str(snap.root))
             chain.save(state)
             rows[i] = StageState(row.stage, "SUBMITTED", str(job.job_id), str(job.paths.stdout),
                                  f"afterok:{after}" if after else "")
@@ -256,6 +260,18 @@ def print_dry_run(chain: Chain, prof: Profile, params: dict, stage: int, overrid
     cmd = accelerate_command(prof, where, ["--config", "<config>", "--stage", str(stage), *overrides])
     print(f"# stage {stage}\n" + "\n".join(line for line in script.splitlines() if line.startswith("#SBATCH"))
           + "\n# each node runs: " + " ".join(cmd) + "\n")
+
+
+def code_lines(chain: Chain, stages: range) -> str:
+    """Which code each stage's last job runs (or ran): the commit and the snapshot folder."""
+    recorded = chain.load()["stages"] if chain.state_file.is_file() else {}
+    by_code: dict[tuple[str, str], list[str]] = {}
+    for k in stages:
+        job = recorded.get(str(k), {})
+        if "commit" in job:
+            by_code.setdefault((job["commit"], job["code"]), []).append(str(k))
+    return "\n".join(f"code of stage{'s' if len(ks) > 1 else ''} {','.join(ks)}: commit {commit} (snapshot {code})"
+                     for (commit, code), ks in by_code.items())
 
 
 def table(rows: list[StageState]) -> str:
@@ -339,6 +355,8 @@ def main(argv: list[str] | None = None) -> None:
             if not args.dry_run and not any(r.state == "SUBMITTED" for r in rows):
                 print("nothing to submit: every stage is complete or queued")
         print(table(rows), flush=True)
+        if not args.dry_run and (code := code_lines(chain, stages)):
+            print(code, flush=True)
         if args.wait and not args.dry_run:
             rows = wait(chain, stages)
             print(table(rows))

@@ -243,3 +243,62 @@ def test_a_profile_with_an_unknown_key_or_bad_value_is_a_one_line_error(tmp_path
         load_profile(bad)
     with pytest.raises(ConfigError, match=r"profile .*nope.yaml not found"):
         load_profile(tmp_path / "nope.yaml")
+
+
+def _checkout_copy(dst: Path) -> str:
+    """A git checkout of this code of its own (the test edits it): returns its HEAD."""
+    for part in ("neumeta_dist", "launch", "configs", "slurm", "pyproject.toml"):
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, dst / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, dst / part)
+    git = lambda *a: subprocess.run(["git", "-C", str(dst), "-c", "user.name=t", "-c", "user.email=t@t", *a],
+                                    check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "the code as submitted")
+    return git("rev-parse", "HEAD")
+
+
+def test_a_chain_runs_the_code_it_was_submitted_with_though_the_checkout_changes_under_it(cluster, tmp_path):
+    """Submit from a checkout with an uncommitted change (included and recorded), edit the
+    checkout while the first job runs so that its code fails, and the later stage still runs
+    the submitted code and records the submitted commit."""
+    import json
+    checkout, run_dir = tmp_path / "checkout", tmp_path / "run"
+    head = _checkout_copy(checkout)
+    train_py = checkout / "launch" / "train.py"
+    entry = "    exit_skipping_teardown(lambda: main(sys.argv[1:]))"
+    train_py.write_text(train_py.read_text().replace(entry, '    print("ran the submitted code", flush=True)\n' + entry))
+    env = {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(checkout)}
+    run = lambda *a: subprocess.run(
+        [sys.executable, str(checkout / "launch/submit.py"), "--config", str(checkout / "configs/blockwise.yaml"),
+         "--profile", str(checkout / "slurm/local.yaml"), *a, *TINY, "recipe.incremental=false",
+         "train.max_steps=4", "train.save_every=0", f"run_dir={run_dir}"],
+        capture_output=True, text=True, env=env, cwd=checkout, timeout=WAIT_S)
+    out = run()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert [r["stage"] for r in table(out.stdout)] == ["0", "1"]
+    assert f"code of stages 0,1: commit {head}+dirty" in out.stdout
+    first = json.loads((run_dir / "slurm/jobs.json").read_text())["stages"]["0"]["job_id"]
+    deadline = time.monotonic() + 120
+    while not queue_state(first).startswith(("RUNNING", "COMPLETED")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    broken = 'raise SystemExit("error: the edited checkout ran")\n'
+    train_py.write_text(f"import sys\n{broken}")  # what a job reading the checkout now would run
+    pipeline_py = checkout / "neumeta_dist" / "pipeline.py"
+    pipeline_py.write_text(pipeline_py.read_text().replace("def main(argv: list[str] | None = None) -> None:\n",
+                                                           "def main(argv: list[str] | None = None) -> None:\n    "
+                                                           + broken))
+    out = run("--status", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = table(out.stdout)
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
+    later = read_log(rows[1])
+    assert "ran the submitted code" in later and "edited checkout" not in later
+    made_by = json.loads((run_dir / "stage_1" / "COMPLETE").read_text())["made_by"]
+    assert made_by["commit"] == f"{head}+dirty"
+    snap = next((run_dir / "slurm" / "snapshots").iterdir())
+    assert "ran the submitted code" in (snap / "uncommitted.diff").read_text()
+    assert json.loads((snap / "SNAPSHOT.json").read_text())["commit"] == f"{head}+dirty"
