@@ -291,10 +291,12 @@ def test_a_chain_runs_the_code_it_was_submitted_with_though_the_checkout_changes
     pipeline_py.write_text(pipeline_py.read_text().replace("def main(argv: list[str] | None = None) -> None:\n",
                                                            "def main(argv: list[str] | None = None) -> None:\n    "
                                                            + broken))
+    edited_at = time.time()
     out = run("--status", "--wait")
     assert out.returncode == 0, out.stdout + out.stderr
     rows = table(out.stdout)
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
+    assert job_start(rows[1]) >= edited_at - 1  # the later stage started after the edit
     later = read_log(rows[1])
     assert "ran the submitted code" in later and "edited checkout" not in later
     made_by = json.loads((run_dir / "stage_1" / "COMPLETE").read_text())["made_by"]
