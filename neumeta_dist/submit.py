@@ -34,7 +34,7 @@ from pathlib import Path
 from . import options as opt
 from .checkpoint import atomic_write_text
 from .config import Config, ConfigError, load_config
-from . import snapshot
+from . import lineage, snapshot
 from .run import RunContext, RunDir
 from .slurm import ROOT, Profile, Rendezvous, StageJob, accelerate_command, load_profile, sbatch_parameters
 
@@ -110,6 +110,13 @@ class Chain:
             raise SubmitError(f"{self.run_dir} was submitted with a different config (see {self.state_file}): "
                               f"use the same config and overrides, or another run_dir")
         return state
+
+    def adopt_config(self) -> None:
+        """After `--restart-from`: the chain's jobs from now on run this config (the records
+        of the earlier jobs stay)."""
+        if self.state_file.is_file():
+            state = json.loads(self.state_file.read_text())
+            self.save({**state, "config_digest": self.cfg.digest()})
 
     def save(self, state: dict) -> None:
         atomic_write_text(self.state_file, json.dumps(state, indent=1))
@@ -337,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--dry-run", action="store_true", help="print each job's sbatch parameters, submit nothing")
     mode.add_argument("--status", action="store_true", help="print the chain's table, submit nothing")
     p.add_argument("--wait", action="store_true", help="follow the chain to its end; exit 1 if a stage failed")
+    p.add_argument("--restart-from", type=opt.count(0), default=None, metavar="K",
+                   help="delete stage K's artefacts and every later stage's (0 = the teacher too) before "
+                        "submitting, so the chain trains them again (a changed config's way on)")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, passed to every stage")
     args = p.parse_args(argv)
     from .checkpoint import CheckpointError
@@ -351,6 +361,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.status:
             rows = chain.states(stages)
         else:
+            # a config that changes a finished artefact's keys stops here, not in a job hours later
+            lineage.check(cfg, chain.run, args.restart_from)
+            if args.restart_from is not None and not args.dry_run:
+                with chain.locked():
+                    lineage.restart(chain.run, args.restart_from)
+                    chain.adopt_config()
             rows = submit(chain, prof, args.config, args.overrides, stages, args.dry_run)
             if not args.dry_run and not any(r.state == "SUBMITTED" for r in rows):
                 print("nothing to submit: every stage is complete or queued")

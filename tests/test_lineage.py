@@ -109,3 +109,11 @@ def test_an_evaluation_only_change_reevaluates_and_says_so(run, capsys):
     assert "evaluation settings changed" in out and "eval.widths: [1.0] -> [0.5, 1.0]" in out
     assert (run / "stage_1" / "final.pt").read_bytes() == final
     assert {w["width"] for w in json.loads((run / "results.json").read_text())["widths"]} >= {0.5, 1.0}
+
+
+def test_submitting_a_chain_with_a_stale_config_is_refused_before_anything_is_submitted(run, capsys):
+    from neumeta_dist import submit
+    line = refused_in_one_line(capsys, submit.main, ["--config", CONFIG, "--profile", str(ROOT / "slurm/local.yaml"),
+                                                     *TINY_RUN, "train.lr=0.01", f"run_dir={run}"])
+    assert "stage 1" in line and "train.lr: 0.0008 -> 0.01" in line and "--restart-from 1" in line
+    assert not (run / "slurm").exists()
