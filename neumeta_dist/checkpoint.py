@@ -66,13 +66,31 @@ def manifest(ckpt: Path) -> dict[str, list[int]]:
 
 def _atomic_write(path: Path, mode: str, write: Callable[[Any], None]) -> None:
     """`write(fh)` to a temporary name beside `path`, fsync, rename: a reader sees the old
-    file or the whole new one."""
+    file or the whole new one. A write that fails (a full disk) removes the temporary file
+    and stops in one line; the old file is untouched."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, mode) as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{path} could not be written ({_first_line(e)}; {_free(path.parent)}): "
+                              "the previous version is untouched") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _free(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free:,} bytes free there"
+    except OSError:
+        return "free space unknown"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -127,7 +145,40 @@ def _unreadable(path: Path, what: str, e: Exception) -> str:
 
 
 def save_state(accelerator, stage_dir: Path, step: int, meta: dict, extra: dict[str, Any]) -> Path:
-    """accelerator.save_state + extra torch objects + meta.json, all or nothing."""
+    """accelerator.save_state + extra torch objects + meta.json, all or nothing: a write that
+    fails (a full disk) removes the partial checkpoint and stops in one line naming it and
+    the newest whole one, which is untouched and where a relaunch resumes."""
+    try:
+        return _save_state(accelerator, stage_dir, step, meta, extra)
+    except Exception as e:  # torch.save: RuntimeError, safetensors: SafetensorError, open(): OSError
+        if not (isinstance(e, CheckpointError) or _disk_error(e, stage_dir)):  # ours: an atomic write inside failed
+            raise
+        shutil.rmtree(checkpoint_dir(stage_dir, step, tmp=True), ignore_errors=True)
+        whole = next((c.name for c in reversed(checkpoints(stage_dir)) if problem(c) is None), None)
+        raise CheckpointError(f"checkpoint {checkpoint_dir(stage_dir, step)} could not be written "
+                              f"({_first_line(e)}; {_free(stage_dir)}): the partial one is removed, "
+                              + (f"{whole} is the newest whole checkpoint and is untouched: free space and "
+                                 "relaunch to resume from it" if whole else "no earlier checkpoint: free space "
+                                 "and relaunch")) from None
+
+
+# How torch's writer (PyTorchStreamWriter over a C++ stream) and safetensors say a write failed
+_WRITE_FAILED = ("write", "no space", "quota", "iostream error", "unexpected pos", "os error")
+
+
+def _disk_error(e: Exception, folder: Path) -> bool:
+    """A failed write (ENOSPC, EIO, quota), not a bug that happened to raise inside a save.
+    torch's C++ writer loses the errno ("basic_ios::clear: iostream error"), so a filesystem
+    with (almost) no room left counts too."""
+    if isinstance(e, OSError) or any(w in str(e).lower() for w in _WRITE_FAILED):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < (64 << 20)
+    except OSError:
+        return False
+
+
+def _save_state(accelerator, stage_dir: Path, step: int, meta: dict, extra: dict[str, Any]) -> Path:
     final, tmp = checkpoint_dir(stage_dir, step), checkpoint_dir(stage_dir, step, tmp=True)
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)

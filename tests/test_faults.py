@@ -1,0 +1,68 @@
+"""Faults real clusters have: a disk that fills up during a checkpoint write.
+
+The full disk is real: the stage directory is a tmpfs mounted with room for one checkpoint
+and a half, so the second checkpoint's write fails with ENOSPC inside Accelerate or torch —
+no hook in the product code. Needs root (mount); skipped with the reason otherwise."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from neumeta_dist import checkpoint as ckpt
+from neumeta_dist import pipeline
+
+from conftest import TINY_RUN, TINY_RUN_CONFIG, refused_in_one_line, train_tiny_run
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = 4096
+
+
+def _pages(folder: Path) -> int:
+    """Bytes `folder`'s files take on a tmpfs (whole pages)."""
+    return sum(-(-p.stat().st_size // PAGE) * PAGE for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size) → a tmpfs at the given folder; unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("a real full disk needs a tmpfs mount, which needs root")
+    mounted = []
+
+    def mount(folder: Path, size: int) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one_whole_stops_in_one_line_and_resumes(
+        tmp_path, small_disk, capsys):
+    whole = train_tiny_run(tmp_path / "whole")  # the uninterrupted run: checkpoints after steps 1 and 2
+    size = _pages(whole / "stage_1" / "checkpoint_00000001")
+    run = tmp_path / "full"
+    shutil.copytree(whole / "teacher", run / "teacher")
+    shutil.copy2(whole / "config.yaml", run / "config.yaml")
+    stage = small_disk(run / "stage_1", size + size // 2)  # room for one checkpoint and a half
+    argv = ["--config", str(ROOT / TINY_RUN_CONFIG), *TINY_RUN, f"run_dir={run}"]
+    line = refused_in_one_line(capsys, pipeline.main, argv)
+    assert "checkpoint_00000002 could not be written" in line, line
+    assert "checkpoint_00000001 is the newest whole checkpoint and is untouched" in line and "bytes free" in line
+    assert ckpt.problem(stage / "checkpoint_00000001") is None  # whole by its manifest
+    assert sorted(p.name for p in stage.iterdir()) == ["checkpoint_00000001"]  # the partial one is gone
+    # space freed: the relaunch resumes from it and ends with the uninterrupted run's network
+    subprocess.run(["mount", "-o", f"remount,size={64 * size}", str(stage)], check=True)
+    pipeline.main(argv)
+    a, b = (torch.load(d / "stage_1" / "final.pt", weights_only=True)["model"] for d in (whole, run))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
