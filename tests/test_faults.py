@@ -66,3 +66,17 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one_whole_stop
     pipeline.main(argv)
     a, b = (torch.load(d / "stage_1" / "final.pt", weights_only=True)["model"] for d in (whole, run))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_stage_killed_inside_checkpoint_writes_by_sigkill_and_sigterm_resumes_bitwise(tmp_path):
+    """The short form of benchmarks/kill_resume.py (20 kills, docs/distributed.md): 2 gloo
+    processes, killed twice, each time inside a checkpoint write found by polling for its
+    temporary directory — SIGKILL, then SIGTERM — and resumed: the end is bit for bit the
+    uninterrupted run's."""
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from kill_resume import experiment
+    result = experiment(tmp_path, kills=2, seed=0, nproc=2, steps=12, plan=[("SIGKILL", "write"), ("SIGTERM", "write")])
+    assert [(e["signal"], e["moment"]) for e in result["events"]] == [("SIGKILL", "write"), ("SIGTERM", "write")]
+    assert result["kills"] == 2 and result["missed"] == 0
+    assert result["bitwise_equal"], result
