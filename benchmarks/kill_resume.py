@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+TERM_GRACE_S = 10  # SLURM's KillWait is 30 s; a step boundary here is a fraction of a second away
 SIZES = ["data.dataset=synthetic", "data.train_limit=512", "data.test_limit=64", "data.batch_size=16",
          "data.val_fraction=0.25", "model.width=0.25", "teacher.epochs=1", "meta.generated=last_block",
          "meta.norm=fold", "smoothing.two_opt_rounds=1", "inr.hidden=32", "inr.layers=1", "inr.num_freqs=4",
@@ -54,24 +55,37 @@ def _env() -> dict:
 
 
 def start(run_dir: Path, nproc: int, steps: int, *args: str) -> subprocess.Popen:
-    """A launch as a SLURM job step runs it: its own process group, the launcher shielded from
-    the signals (slurm._shield), so a signal to the group reaches the training processes."""
+    """A launch as a SLURM job step runs it: the launcher shielded from the signals
+    (slurm._shield), the training processes handling them."""
     from neumeta_dist.slurm import _shield
     log = open(run_dir.parent / f"{run_dir.name}.log", "a")
     return subprocess.Popen(command(run_dir, nproc, steps, *args), stdout=log, stderr=subprocess.STDOUT,
                             env=_env(), cwd=ROOT, start_new_session=True, preexec_fn=_shield)
 
 
-def run_to_end(run_dir: Path, nproc: int, steps: int, *args: str) -> float:
-    t0 = time.monotonic()
+def run_to_end(run_dir: Path, nproc: int, steps: int, *args: str) -> tuple[float, float | None]:
+    """(wall seconds, seconds until its first checkpoint write began) of a launch left alone."""
+    t0, first = time.monotonic(), None
     proc = start(run_dir, nproc, steps, *args)
-    if proc.wait(timeout=1800) != 0:
+    while proc.poll() is None:
+        if first is None and writes(run_dir / "stage_1"):
+            first = time.monotonic() - t0
+        time.sleep(0.01)
+    if proc.returncode != 0:
         raise SystemExit(f"{run_dir}: the launch failed (status {proc.returncode}); see {run_dir}.log")
-    return time.monotonic() - t0
+    return time.monotonic() - t0, first
 
 
-def writing(stage: Path) -> bool:
-    return any(stage.glob(".tmp_checkpoint_*"))
+def writes(stage: Path) -> set[tuple[str, int]]:
+    """The checkpoint writes in flight (temporary directories), by name and inode: one a killed
+    launch left behind is told from a new write of the same step by its inode."""
+    found = set()
+    for p in stage.glob(".tmp_checkpoint_*"):
+        try:
+            found.add((p.name, p.stat().st_ino))
+        except FileNotFoundError:  # renamed into place between glob and stat
+            pass
+    return found
 
 
 def newest_step(stage: Path) -> int | None:
@@ -91,31 +105,83 @@ def kill_once(run_dir: Path, nproc: int, steps: int, rng: random.Random, window_
     delay = rng.uniform(0.0, window_s)
     if plan is not None:
         sig, during = signal.Signals[plan[0]], plan[1] == "write"
+    stale = writes(stage)  # left by an earlier kill: not this launch's
     t0 = time.monotonic()
     proc = start(run_dir, nproc, steps)
     while proc.poll() is None:
-        if (during and writing(stage)) or (not during and time.monotonic() - t0 >= delay):
+        if (during and writes(stage) - stale) or (not during and time.monotonic() - t0 >= delay):
             break
         time.sleep(0.0005 if during else 0.01)
     at = time.monotonic() - t0
-    in_write = writing(stage)
+    in_write = bool(writes(stage) - stale)
     if proc.poll() is not None:  # it ended before the moment: the stage is complete
         return {"signal": None, "moment": "write" if during else "time", "at_s": round(at, 3), "missed": True,
                 "status": proc.returncode, "resumed_from": resumed_from}
-    os.killpg(proc.pid, sig)
-    try:
-        status = proc.wait(timeout=180)
-    except subprocess.TimeoutExpired:  # a SIGTERM that did not end it: as SLURM does after KillWait
-        os.killpg(proc.pid, signal.SIGKILL)
-        status = proc.wait()
-    time.sleep(0.2)  # the group's last processes (a rank the launcher left) are gone
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    pids = signal_tree(proc.pid, sig)
+    escalated = False
+    try:  # SIGTERM: the stage checkpoints at its next step boundary and exits 75
+        status = proc.wait(timeout=TERM_GRACE_S)
+    except subprocess.TimeoutExpired:  # not ended (signalled before its handler was installed):
+        pids |= signal_tree(proc.pid, signal.SIGKILL)  # SLURM's SIGKILL after KillWait
+        status, escalated = proc.wait(), True
+    reap(pids)
     return {"signal": signal.Signals(sig).name, "moment": "write" if during else "time", "at_s": round(at, 3),
-            "in_write": in_write, "status": status, "resumed_from": resumed_from,
-            "newest_after": newest_step(stage)}
+            "in_write": in_write, "status": status, "escalated_to_sigkill": escalated,
+            "resumed_from": resumed_from, "newest_after": newest_step(stage)}
+
+
+def descendants(pid: int) -> set[int]:
+    """`pid` and every process under it. torchrun starts each rank in a session of its own, so
+    a signal to the launcher's process group misses the ranks; SLURM signals every process of
+    the job (its cgroup), and so does this."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p not in found:
+            found.add(p)
+            todo.extend(children.get(p, []))
+    return found
+
+
+def signal_tree(pid: int, sig: int) -> set[int]:
+    pids = descendants(pid)
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except OSError:
+        return False
+
+
+def reap(pids: set[int], timeout_s: float = 30.0) -> None:
+    """Every process of the launch is gone before the next one starts (a straggling rank would
+    write into the run directory beside it): SIGKILL what is left, wait for it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = {p for p in pids if _alive(p)}
+        if not alive:
+            return
+        for p in alive:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    raise SystemExit(f"processes {sorted(alive)} of a killed launch did not end")
 
 
 def same_result(a: Path, b: Path) -> tuple[bool, float]:
@@ -128,21 +194,23 @@ def same_result(a: Path, b: Path) -> tuple[bool, float]:
     return all(torch.equal(u, v) for u, v in pairs) and x["model"].keys() == y["model"].keys(), diff
 
 
-def experiment(work: Path, kills: int, seed: int, nproc: int = 2, steps: int = 60,
+def experiment(work: Path, kills: int, seed: int, nproc: int = 2, steps: int = 200,
                plan: list[tuple[str, str]] | None = None) -> dict:
-    """Teacher once; stage 1 uninterrupted; stage 1 killed `kills` times and resumed. The kill
-    moment is uniform over 80 % of the uninterrupted launch (start-up included)."""
+    """Teacher once; stage 1 uninterrupted; stage 1 killed `kills` times and resumed."""
     teacher = work / "teacher_run"
     teacher.mkdir(parents=True)
     run_to_end(teacher, nproc, steps, "--stage", "0")
     whole, killed = work / "whole", work / "killed"
     for d in (whole, killed):
         shutil.copytree(teacher / "teacher", d / "teacher")
-    whole_s = run_to_end(whole, nproc, steps, "--stage", "1")
+    whole_s, first_write_s = run_to_end(whole, nproc, steps, "--stage", "1")
+    # start-up (to the first checkpoint write) and a twentieth of the training after it: every
+    # launch is cut short, so twenty of them do not finish the stage
+    window = first_write_s + 0.05 * (whole_s - first_write_s)
     rng = random.Random(seed)
     events, t0 = [], time.monotonic()
     for i in range(kills):
-        event = kill_once(killed, nproc, steps, rng, 0.8 * whole_s, plan[i] if plan else None)
+        event = kill_once(killed, nproc, steps, rng, window, plan[i] if plan else None)
         events.append(event)
         print(f"kill {i + 1}/{kills}: {event}", flush=True)
         if event.get("missed"):
@@ -155,6 +223,7 @@ def experiment(work: Path, kills: int, seed: int, nproc: int = 2, steps: int = 6
             "in_checkpoint_write": sum(bool(e.get("in_write")) for e in landed),
             "missed": len(events) - len(landed), "processes": nproc, "steps": steps, "seed": seed,
             "bitwise_equal": equal, "max_abs_diff": diff, "uninterrupted_s": round(whole_s, 1),
+            "kill_window_s": round(window, 2),
             "killed_chain_s": round(time.monotonic() - t0, 1), "events": events}
 
 
@@ -163,7 +232,7 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--processes", type=int, default=2)
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=200)
     p.add_argument("--out", default=None, help="JSON file to write")
     p.add_argument("--work", default=None, help="folder for the runs (default: a new temporary one)")
     args = p.parse_args()
