@@ -42,11 +42,14 @@ SIZES = ["data.dataset=synthetic", "data.train_limit=512", "data.test_limit=64",
 
 
 def command(run_dir: Path, nproc: int, steps: int, *args: str) -> list[str]:
-    launcher = ["--config_file", str(ROOT / "configs/accelerate/ddp.yaml")] if nproc > 1 else []
-    return [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(nproc),
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--quiet", str(ROOT / "launch/train.py"),
-            "--config", str(ROOT / "configs/blockwise.yaml"), *SIZES, f"train.max_steps={steps}", *args,
-            f"run_dir={run_dir}"]
+    """`accelerate launch` on `nproc` gloo processes; one process runs launch/train.py itself."""
+    train = [str(ROOT / "launch/train.py"), "--config", str(ROOT / "configs/blockwise.yaml"), *SIZES,
+             f"train.max_steps={steps}", *args, f"run_dir={run_dir}"]
+    if nproc == 1:
+        return [sys.executable, *train]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", str(nproc), "--mixed_precision", "no",
+            "--dynamo_backend", "no", "--quiet", *train]
 
 
 def _env() -> dict:
@@ -194,6 +197,31 @@ def same_result(a: Path, b: Path) -> tuple[bool, float]:
     return all(torch.equal(u, v) for u, v in pairs) and x["model"].keys() == y["model"].keys(), diff
 
 
+def train_here(run_dir: Path, steps: int, stage: int) -> Path:
+    """Stage `stage` in this process, one thread as the launches (the short form in the suite
+    saves two launches so)."""
+    from neumeta_dist import pipeline
+    from neumeta_dist.config import load_config
+    for key, value in (("NEUMETA_NO_BAR", "1"), ("OMP_NUM_THREADS", "1")):
+        os.environ.setdefault(key, value)
+    pipeline.run(load_config(ROOT / "configs/blockwise.yaml", [*SIZES, f"train.max_steps={steps}",
+                                                               f"run_dir={run_dir}"]), only_stage=stage)
+    return run_dir
+
+
+def kill_chain(run_dir: Path, kills: int, rng: random.Random, window_s: float, nproc: int, steps: int,
+               plan: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Launch stage 1 of `run_dir` and kill it, `kills` times (fewer if it ends first)."""
+    events = []
+    for i in range(kills):
+        event = kill_once(run_dir, nproc, steps, rng, window_s, plan[i] if plan else None)
+        events.append(event)
+        print(f"kill {i + 1}/{kills}: {event}", flush=True)
+        if event.get("missed"):
+            break
+    return events
+
+
 def experiment(work: Path, kills: int, seed: int, nproc: int = 2, steps: int = 200,
                plan: list[tuple[str, str]] | None = None) -> dict:
     """Teacher once; stage 1 uninterrupted; stage 1 killed `kills` times and resumed."""
@@ -207,14 +235,8 @@ def experiment(work: Path, kills: int, seed: int, nproc: int = 2, steps: int = 2
     # start-up (to the first checkpoint write) and a twentieth of the training after it: every
     # launch is cut short, so twenty of them do not finish the stage
     window = first_write_s + 0.05 * (whole_s - first_write_s)
-    rng = random.Random(seed)
-    events, t0 = [], time.monotonic()
-    for i in range(kills):
-        event = kill_once(killed, nproc, steps, rng, window, plan[i] if plan else None)
-        events.append(event)
-        print(f"kill {i + 1}/{kills}: {event}", flush=True)
-        if event.get("missed"):
-            break
+    t0 = time.monotonic()
+    events = kill_chain(killed, kills, random.Random(seed), window, nproc, steps, plan)
     run_to_end(killed, nproc, steps, "--stage", "1")
     equal, diff = same_result(whole, killed)
     landed = [e for e in events if not e.get("missed")]

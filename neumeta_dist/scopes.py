@@ -28,6 +28,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "teacher": (
         # what the teacher trains on (and is scored on: teacher.pt records its test accuracy)
         "data.dataset", "data.root", "data.batch_size", "data.num_workers", "data.val_fraction",
+        "data.final_fraction", "data.split_seed",  # they cut the training images
         "data.train_limit", "data.test_limit", "data.shards", "data.val_shards", "data.test_shards", "data.mode",
         "data.batches_per_rank", "data.shuffle_buffer", "data.decode", "data.image_size", "data.min_crop_scale",
         "data.eval_crop",
@@ -54,12 +55,17 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "train.precision", "train.compile", "train.channels_last",
     ),
     "evaluation": (
-        "eval.widths", "eval.samples", "eval.calib_samples", "eval.use_ema", "data.eval_batch_size",
+        "eval.widths", "eval.samples", "eval.calib_samples", "eval.use_ema", "eval.splits", "data.eval_batch_size",
+        "data.final_shards",  # a split only evaluation reads (shards: cut when written, not from train)
         "recipe.name",  # the label results.json carries, not a weight
     ),
     "none": (
         "run_dir", "data.download", "data.max_bad_fraction", "teacher.format", "teacher.save_every",
         "train.log_every", "train.save_every", "train.keep_checkpoints", "train.resume",
+        # the slimmable baseline (slimmable.py) trains its own network in a run of its own,
+        # no teacher or INR stage of this one
+        "slimmable.init", "slimmable.teacher_kd", "slimmable.batches", "slimmable.budget", "slimmable.lr",
+        "slimmable.ema",
     ),
 }
 SCOPE: dict[str, str] = {key: scope for scope, keys in _KEYS.items() for key in keys}
