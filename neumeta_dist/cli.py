@@ -147,7 +147,9 @@ def cmd_shards(args) -> None:
 def cmd_train(args) -> None:
     from .pipeline import main as train_main
     train_main(["--config", args.config, *(["--stage", str(args.stage)] if args.stage is not None else []),
-                *(["--print-config"] if args.print_config else []), *args.overrides])
+                *(["--print-config"] if args.print_config else []),
+                *(["--restart-from", str(args.restart_from)] if args.restart_from is not None else []),
+                *args.overrides])
 
 
 def _pair(text: str, expected: str) -> tuple[str, str]:
@@ -175,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--config", required=True)
     t.add_argument("--stage", type=opt.count(0), default=None, help="run only this stage (0 = teacher)")
     t.add_argument("--print-config", action="store_true", help="print the resolved config before starting")
+    t.add_argument("--restart-from", type=opt.count(0), default=None, metavar="K",
+                   help="delete stage K's artefacts and every later stage's, and train them again")
     t.add_argument("overrides", nargs="*")
     t.set_defaults(fn=cmd_train)
 
