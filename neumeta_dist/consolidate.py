@@ -45,7 +45,7 @@ def _deepspeed_types() -> list:
 
 
 def screen_deepspeed(ckpt_dir: Path) -> None:
-    """DeepSpeed's own reader unpickles with `weights_only=False`: every `.pt` under a ZeRO
+    """DeepSpeed's own reader unpickles without the weights-only guard: every `.pt` under a ZeRO
     checkpoint is first read as data only (memory-mapped), so a file naming other code is
     refused in one line before DeepSpeed opens it."""
     with torch.serialization.safe_globals(_deepspeed_types()):
