@@ -55,13 +55,14 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "train.precision", "train.compile", "train.channels_last",
     ),
     "evaluation": (
-        "eval.widths", "eval.samples", "eval.calib_samples", "eval.use_ema", "eval.splits", "data.eval_batch_size",
+        "eval.widths", "eval.samples", "eval.calib_samples", "eval.use_ema", "eval.splits", "eval.calibrate",
+        "data.eval_batch_size",
         "data.final_shards",  # a split only evaluation reads (shards: cut when written, not from train)
         "recipe.name",  # the label results.json carries, not a weight
     ),
     "none": (
         "run_dir", "data.download", "data.max_bad_fraction", "teacher.format", "teacher.save_every",
-        "train.log_every", "train.save_every", "train.keep_checkpoints", "train.resume",
+        "train.log_every", "train.save_every", "train.keep_checkpoints", "train.resume", "train.log_with",
         # the slimmable baseline (slimmable.py) trains its own network in a run of its own,
         # no teacher or INR stage of this one
         "slimmable.init", "slimmable.teacher_kd", "slimmable.batches", "slimmable.budget", "slimmable.lr",

@@ -147,3 +147,17 @@ def test_every_torch_file_a_run_writes_reads_as_data(trained_run):
     assert {p.name for p in ours} >= {"teacher.pt", "reference.pt", "final.pt", "ema.pt", "sched.pt"}
     for path in ours:
         ckpt.load_torch(path, "run file")
+
+
+def test_nd_load_refuses_a_stage_result_or_run_file_that_needs_code(trained_run, tmp_path, marker):
+    import neumeta_dist as nd
+    final = torch.load(trained_run / "stage_1" / "final.pt", weights_only=True)
+    evil = tmp_path / "final.pt"
+    torch.save({**final, "x": _Creates(marker)}, evil)
+    with pytest.raises(ckpt.UnsafeFileError, match="would run code"):
+        nd.load(evil)
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+    shutil.copy2(evil, copy / "stage_1" / "final.pt")  # a run directory handed over with a doctored stage
+    with pytest.raises(ckpt.UnsafeFileError, match="would run code"):
+        nd.load(copy).network(width=0.5)
