@@ -35,6 +35,6 @@ def test_config_refuses_an_invalid_override_in_one_line_before_printing(capsys):
 def test_train_prints_the_config_before_it_starts(capsys, monkeypatch):
     from neumeta_dist import pipeline
     started = []
-    monkeypatch.setattr(pipeline, "run", lambda cfg, stage: started.append(capsys.readouterr().out))
+    monkeypatch.setattr(pipeline, "run", lambda cfg, stage, restart_from=None: started.append(capsys.readouterr().out))
     pipeline.main(["--config", DEMO, "--print-config", "train.max_steps=7"])
     assert yaml.safe_load(started[0])["train"]["max_steps"] == 7
