@@ -37,11 +37,13 @@ def model_state(ckpt_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def _deepspeed_types() -> list:
-    """The DeepSpeed classes its ZeRO shards hold besides data (an enum, the loss scaler):
-    rebuilt from their saved fields, no code of the file's choosing runs."""
+    """The DeepSpeed classes its ZeRO shards hold besides data (an enum, the loss scaler, ZeRO-2's
+    (numel, start) records of each parameter's slice of the flat optimiser partition): rebuilt
+    from their saved fields, no code of the file's choosing runs."""
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
-    return [ZeroStageEnum, LossScaler, DynamicLossScaler]
+    from deepspeed.utils.tensor_fragment import fragment_address
+    return [ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]
 
 
 def screen_deepspeed(ckpt_dir: Path) -> None:
