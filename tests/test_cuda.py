@@ -198,7 +198,7 @@ def gpu_runs(tmp_path_factory) -> GpuRuns:
 
 def _trained_rel(run, other) -> float:
     """‖run − other‖ / ‖other − start‖ over stage 1's parameters (start: its first step's, traced)."""
-    start = torch.load(other / "trace" / "start_rank0_stage1.pt", weights_only=False)
+    start = torch.load(other / "trace" / "start_rank0_stage1.pt", weights_only=True)
     a, b = _final(run)["model"], _final(other)["model"]
     diff = sum((a[k].float() - b[k].float()).square().sum() for k in start)
     moved = sum((b[k].float() - start[k].float()).square().sum() for k in start)

@@ -216,7 +216,7 @@ def runs(tmp_path_factory) -> Runs:
 
 
 def _final(run: Path, stage: int = 1) -> dict:
-    return torch.load(run / f"stage_{stage}" / "final.pt", weights_only=False)
+    return torch.load(run / f"stage_{stage}" / "final.pt", weights_only=True)
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -251,7 +251,7 @@ def _task_loss(run: Path, state: dict) -> float:
 @pytest.mark.parametrize("mode", MODES)
 def test_stage_training_lowers_the_loss(runs, mode):
     run = runs.get("uninterrupted", mode)
-    start = torch.load(run / "trace" / "start_rank0_stage1.pt", weights_only=False)
+    start = torch.load(run / "trace" / "start_rank0_stage1.pt", weights_only=True)
     before, after = _task_loss(run, start), _task_loss(run, _final(run)["model"])
     assert after < 0.98 * before, (before, after)  # measured: 2.199 -> 2.137 in every mode
 
@@ -259,7 +259,7 @@ def test_stage_training_lowers_the_loss(runs, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_every_rank_ends_with_the_same_whole_network(runs, mode):
     run = runs.get("uninterrupted", mode)
-    r0, r1 = (torch.load(run / "trace" / f"final_rank{r}_stage1.pt", weights_only=False) for r in (0, 1))
+    r0, r1 = (torch.load(run / "trace" / f"final_rank{r}_stage1.pt", weights_only=True) for r in (0, 1))
     final = _final(run)
     # (rank 0's dump and final.pt are written from one dict: comparing them would test nothing)
     assert _max_diff(r0["model"], r1["model"]) == 0
@@ -345,7 +345,7 @@ def test_stage_resumes_on_another_number_of_processes(runs, mode):
     for leg, step, world in (("one", first, 1), ("two", second, 2)):
         saved = model_state(run / "stage_1" / f"checkpoint_{step:08d}")
         for rank in range(world):
-            assert _max_diff(saved, torch.load(run / leg / f"start_rank{rank}_stage1.pt", weights_only=False)) == 0
+            assert _max_diff(saved, torch.load(run / leg / f"start_rank{rank}_stage1.pt", weights_only=True)) == 0
     whole = runs.get("uninterrupted", mode)
     a, b = _task_loss(whole, _final(whole)["model"]), _task_loss(run, _final(run)["model"])
     assert abs(a - b) < ELASTIC_TOL, f"task loss {b:.6f} after 2 → 1 → 2, uninterrupted {a:.6f}"
@@ -393,7 +393,7 @@ def test_next_stage_starts_from_zero3_shards_of_the_previous_one(runs):
     prev = load_trained(RunContext.load(cfg).with_teacher(None, reference), 1)
     heads = torch.tensor(sorted({prev.head_of(n) for n in prev.generated_names()}))
     for rank in (0, 1):
-        start = torch.load(run / "trace" / f"start_rank{rank}_stage2.pt", weights_only=False)
+        start = torch.load(run / "trace" / f"start_rank{rank}_stage2.pt", weights_only=True)
         assert start.keys() == prev.state_dict().keys()
         for name, value in prev.state_dict().items():
             if name.startswith("inr."):
@@ -437,7 +437,7 @@ def test_teacher_killed_mid_epoch_resumes_to_the_uninterrupted_teacher(runs):
     resumed, whole = runs.get("teacher_resumed"), runs.get("teacher")
     assert resumed["killed"].returncode != 0 and "SIGKILL" in resumed["killed"].stderr
     assert "resuming teacher from checkpoint_00000012 (step 12)" in resumed["resume"].stdout
-    a, b = (torch.load(d / "teacher.pt", weights_only=False) for d in (whole, resumed["run"] / "teacher"))
+    a, b = (torch.load(d / "teacher.pt", weights_only=True) for d in (whole, resumed["run"] / "teacher"))
     assert a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert a["accuracy"] == b["accuracy"]
@@ -474,7 +474,7 @@ def test_teacher_resumes_on_another_number_of_processes(runs):
     assert (before + after)[:len(uninterrupted)] == uninterrupted[:n]
     events = _scalars(run / "tb" / "teacher", "teacher/lr")
     assert events[-1] < 1e-3 * events[0]
-    a, b = (torch.load(d / "teacher.pt", weights_only=False)["accuracy"] for d in (whole, run / "teacher"))
+    a, b = (torch.load(d / "teacher.pt", weights_only=True)["accuracy"] for d in (whole, run / "teacher"))
     assert abs(a - b) < 0.02, (a, b)
 
 

@@ -100,7 +100,7 @@ def test_export_records_the_width_and_loads_without_the_inr(tmp_path, tiny_resne
     net = make_net(tiny_resnet20).eval()
     path = tmp_path / "w.pt"
     save_exported(materialise(net, net.generate(0.5)), path, 0.5)
-    art = torch.load(path, weights_only=False)
+    art = torch.load(path, weights_only=True)
     assert art["width"] == 0.5
     loaded = load_exported(path)
     assert not any("inr" in name for name, _ in loaded.named_parameters())

@@ -94,7 +94,7 @@ def test_ddp_stage_steps_between_log_steps_read_nothing_back_either(tmp_path, mo
     _stage_windows(tmp_path, (0,), monkeypatch)
     mp.spawn(_ddp_rank, args=(free_port(), str(tmp_path)), nprocs=2)
     for rank in (0, 1):
-        seen = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        seen = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert seen["ops"] > 1000 and seen["ours"] == [], (rank, seen["ours"])
 
 

@@ -185,6 +185,6 @@ def test_a_stage_trains_under_bf16_channels_last_and_fused_settings(tmp_path):
     cfg = load_config("configs/blockwise.yaml", overrides)
     run(cfg, only_stage=0)
     run(cfg, only_stage=1)
-    final = torch.load(tmp_path / "stage_1" / "final.pt", weights_only=False)
+    final = torch.load(tmp_path / "stage_1" / "final.pt", weights_only=True)
     assert final["steps"] == 2 and all(0.0 <= a <= 1.0 for a in final["val"].values())
     assert all(torch.isfinite(v).all() for v in final["model"].values())

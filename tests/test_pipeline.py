@@ -192,11 +192,11 @@ def test_training_is_deterministic_on_cpu(run, tmp_path):
     again = tmp_path / "again"
     train(again, "--stage", "0")
     train(again, "--stage", "1")
-    a = torch.load(run / "teacher" / "teacher.pt", weights_only=False)["state_dict"]
-    b = torch.load(again / "teacher" / "teacher.pt", weights_only=False)["state_dict"]
+    a = torch.load(run / "teacher" / "teacher.pt", weights_only=True)["state_dict"]
+    b = torch.load(again / "teacher" / "teacher.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    a = torch.load(run / "stage_1" / "final.pt", weights_only=False)["model"]
-    b = torch.load(again / "stage_1" / "final.pt", weights_only=False)["model"]
+    a = torch.load(run / "stage_1" / "final.pt", weights_only=True)["model"]
+    b = torch.load(again / "stage_1" / "final.pt", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -224,7 +224,7 @@ def test_teacher_stopped_by_sigterm_exits_75_and_resumes_to_the_uninterrupted_te
     again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming teacher from checkpoint_{stopped:08d} (step {stopped})" in again.stdout
-    a, b = (torch.load(d / "teacher" / "teacher.pt", weights_only=False) for d in (run, run_dir))
+    a, b = (torch.load(d / "teacher" / "teacher.pt", weights_only=True) for d in (run, run_dir))
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert a["accuracy"] == b["accuracy"]
 

@@ -48,7 +48,7 @@ def test_the_stage_result_is_the_best_held_out_candidate_and_scores_as_recorded(
     sel = tmp_path / "sel"
     shutil.copytree(run / "teacher", sel / "teacher")
     train(sel, "--stage", "1", "train.select_every=4")
-    final = torch.load(sel / "stage_1" / "final.pt", weights_only=False)
+    final = torch.load(sel / "stage_1" / "final.pt", weights_only=True)
     ea = EventAccumulator(str(sel / "tb" / "stage_1"))
     ea.Reload()
     logged = {}

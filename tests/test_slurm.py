@@ -161,8 +161,8 @@ def test_a_requeued_job_resumes_from_its_signal_checkpoint_and_the_chain_ends_wi
     step = int(stopped.group(1))
     assert 5 < step < STEPS  # not the periodic checkpoint: the one written on the signal
     assert f"resuming stage_2 from checkpoint_{step:08d} (step {step})" in log
-    a = torch.load(ref / "stage_3/final.pt", weights_only=False)
-    b = torch.load(run_dir / "stage_3/final.pt", weights_only=False)
+    a = torch.load(ref / "stage_3/final.pt", weights_only=True)
+    b = torch.load(run_dir / "stage_3/final.pt", weights_only=True)
     assert a["model"].keys() == b["model"].keys()
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]) for k in a["ema"]["shadow"])

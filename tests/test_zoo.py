@@ -152,7 +152,7 @@ def test_a_zoo_teacher_is_scored_once_by_stage_0_and_kept_in_the_run(tmp_path):
             "model.width=0.25", "smoothing.two_opt_rounds=2", f"teacher.checkpoint={path}"]
     out = _train(tmp_path / "run", args)
     assert out.returncode == 0, out.stderr[-2000:]
-    art = torch.load(tmp_path / "run/teacher/teacher.pt", weights_only=False)
+    art = torch.load(tmp_path / "run/teacher/teacher.pt", weights_only=True)
     assert 0.0 <= art["accuracy"] <= 1.0 and art["source"] == {"path": str(path), "format": "torchvision"}
     assert f"test accuracy {art['accuracy']:.4f}" in out.stdout
     assert (tmp_path / "run/teacher/reference.pt").is_file()
