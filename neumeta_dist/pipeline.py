@@ -17,12 +17,11 @@ from .distributed import data_parallel as parallel
 from .checkpointer import Checkpointer
 from .config import Config, ConfigError, config_text, load_config, save_config
 from .data import DataError
-from .models.family import Teacher
 from .results import results_table
 from .run import RunContext, RunDir, StageError
 from .distributed.accelerator import make_accelerator
 from .process import seed_everything, set_threads
-from .teacher import build_reference, train_teacher
+from .teacher import build_reference, teacher_network, train_teacher
 from .train import train_stage
 from .trained import evaluate_run
 
@@ -43,8 +42,7 @@ def run(cfg: Config, only_stage: int | None = None, restart_from: int | None = N
         return None
     teacher = None
     if cfg.loss.kd > 0:
-        teacher = Teacher(ctx.family)
-        teacher.load_state_dict(ctx.teacher["state_dict"])
+        teacher = teacher_network(ctx.family, ctx.teacher)
     for k in range(1, len(ctx.stages) + 1):
         if (only_stage is not None and k != only_stage) or ctx.run.stage_complete(k):
             continue

@@ -55,7 +55,7 @@ from .results import write_results
 from .run import RunContext
 from .selection import Selection
 from .sweep import width_row
-from .teacher import load_teacher
+from .teacher import load_teacher, teacher_network
 from .widths import TrainingWidths
 
 Stats = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -321,9 +321,7 @@ def recipe_name(cfg: Config) -> str:
 
 
 def _frozen_teacher(family, art: dict, accelerator) -> Teacher:
-    teacher = Teacher(family)
-    teacher.load_state_dict(art["state_dict"])
-    return teacher.to(accelerator.device).eval().requires_grad_(False)
+    return teacher_network(family, art).to(accelerator.device).requires_grad_(False)
 
 
 @torch.no_grad()

@@ -59,6 +59,13 @@ def load_teacher(cfg: Config, family: Family) -> dict | None:
     return import_teacher(Path(cfg.teacher.checkpoint), cfg.teacher.format, family)
 
 
+def teacher_network(family: Family, art: dict) -> Teacher:
+    """The BN network a teacher artefact holds (teacher.pt, or an imported one), in eval mode."""
+    net = Teacher(family)
+    net.load_state_dict(art["state_dict"])
+    return net.eval()
+
+
 def import_teacher(path: Path, fmt: str, family: Family) -> dict:
     """`teacher.checkpoint`: our artefact as saved, or a model zoo's state dict (torchvision's
     ResNet layout, models/zoo.py) mapped onto the family, its accuracy None until measured."""
@@ -97,9 +104,8 @@ def train_teacher(cfg: Config, accelerator, splits: Splits, family: Family, call
                "family": dataclasses.asdict(family), "accuracy": test,
                "params": parameter_count(family, family.full_sizes())}
     else:
-        net = Teacher(family)
-        net.load_state_dict(art["state_dict"])
-        art["accuracy"] = accuracy(net.to(accelerator.device).eval(), splits.test, cfg.data.eval_batch_size,
+        net = teacher_network(family, art)
+        art["accuracy"] = accuracy(net.to(accelerator.device), splits.test, cfg.data.eval_batch_size,
                                    accelerator)
         if accelerator.is_main_process:
             print(f"teacher {art['source']['path']} ({art['source']['format']} layout): "
@@ -229,9 +235,7 @@ def build_reference(cfg: Config, accelerator, family: Family, art: dict, splits:
     path = RunDir(cfg.run_dir).reference
     if path.exists():
         return load_torch(path, "teacher reference")
-    teacher = Teacher(family)
-    teacher.load_state_dict(art["state_dict"])
-    folded = teacher.eval().folded()
+    folded = teacher_network(family, art).folded()
     ref = {"weights": folded, "perms": {}, "tv_before": None, "tv_after": None}
     if cfg.smoothing.enabled:
         from .smoothing import smooth

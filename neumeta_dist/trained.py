@@ -16,7 +16,7 @@ from .config import Config
 from .ema import EMA
 from .metamorphic import MetamorphicNet
 from .accuracy import by_split
-from .models.family import Family, Teacher
+from .models.family import Family
 from .norms import norm_strategy
 from .recipe import generated_layers, steps_per_stage
 from .results import write_results
@@ -121,9 +121,8 @@ def teacher_row(ctx: RunContext, accelerator, held_out: dict) -> dict:
     (with held-out splits asked for) its accuracy on each split, scored here."""
     row = {"accuracy": ctx.teacher["accuracy"], "params": ctx.teacher["params"]}
     if held_out:
-        net = Teacher(ctx.family)
-        net.load_state_dict(ctx.teacher["state_dict"])
-        row["by_split"] = by_split(net.to(accelerator.device).eval(), ctx.splits.test, held_out,
+        from .teacher import teacher_network
+        row["by_split"] = by_split(teacher_network(ctx.family, ctx.teacher).to(accelerator.device), ctx.splits.test, held_out,
                                    ctx.cfg.data.eval_batch_size, accelerator)
     return row
 
