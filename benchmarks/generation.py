@@ -36,8 +36,8 @@ from benchmarks.harness import (add_common_args, flop_rates, free, host_syncs, m
                                write_json)
 from benchmarks.reference import ReferenceGenerator, ReferenceINR, ReferenceTable
 from neumeta_dist.config import INRConfig
-from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models import build_family
+from neumeta_dist.core.metamorphic import MetamorphicNet
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import Teacher
 
 CLASSES = {"resnet20": 10, "resnet56": 10, "resnet18": 1000, "resnet50": 1000}  # CIFAR / ImageNet heads

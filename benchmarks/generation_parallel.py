@@ -33,8 +33,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from neumeta_dist.config import INRConfig
-from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models import build_family
+from neumeta_dist.core.metamorphic import MetamorphicNet
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import Teacher
 from neumeta_dist.distributed.coordinate_parallel import generation_strategy
 

@@ -36,17 +36,17 @@ if __package__ in (None, ""):
 import torch
 import torch.nn.functional as F
 
-from neumeta_dist import provenance
+from neumeta_dist.records import provenance
 from neumeta_dist.config import load_config
 from neumeta_dist.data import sample_images
 from neumeta_dist.distributed.accelerator import make_accelerator
-from neumeta_dist.inr_init import initialise_stage, reconstruction_warmup
+from neumeta_dist.recipe.inr_init import initialise_stage, reconstruction_warmup
 from neumeta_dist.models.family import apply_layer
-from neumeta_dist.probe import Callback
-from neumeta_dist.run import RunContext
-from neumeta_dist.teacher import build_reference, load_teacher
-from neumeta_dist.trained import build_net
-from neumeta_dist.train import train_stage
+from neumeta_dist.training.probe import Callback
+from neumeta_dist.training.context import RunContext
+from neumeta_dist.training.teacher import build_reference, load_teacher
+from neumeta_dist.training.trained import build_net
+from neumeta_dist.training.loop import train_stage
 
 VARIANTS = {
     "all_layers": ["meta.generated=all", "meta.norm=fold", "recipe.init=random", "recipe.warmup_steps=0"],

@@ -60,7 +60,7 @@ def _env() -> dict:
 def start(run_dir: Path, nproc: int, steps: int, *args: str) -> subprocess.Popen:
     """A launch as a SLURM job step runs it: the launcher shielded from the signals
     (slurm._shield), the training processes handling them."""
-    from neumeta_dist.slurm import _shield
+    from neumeta_dist.cluster.slurm import _shield
     log = open(run_dir.parent / f"{run_dir.name}.log", "a")
     return subprocess.Popen(command(run_dir, nproc, steps, *args), stdout=log, stderr=subprocess.STDOUT,
                             env=_env(), cwd=ROOT, start_new_session=True, preexec_fn=_shield)
@@ -200,7 +200,7 @@ def same_result(a: Path, b: Path) -> tuple[bool, float]:
 def train_here(run_dir: Path, steps: int, stage: int) -> Path:
     """Stage `stage` in this process, one thread as the launches (the short form in the suite
     saves two launches so)."""
-    from neumeta_dist import pipeline
+    from neumeta_dist.training import pipeline
     from neumeta_dist.config import load_config
     for key, value in (("NEUMETA_NO_BAR", "1"), ("OMP_NUM_THREADS", "1")):
         os.environ.setdefault(key, value)
@@ -258,7 +258,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="JSON file to write")
     p.add_argument("--work", default=None, help="folder for the runs (default: a new temporary one)")
     args = p.parse_args()
-    from neumeta_dist import provenance
+    from neumeta_dist.records import provenance
     work = Path(args.work or tempfile.mkdtemp(prefix="kill_resume_"))
     result = {**experiment(work, args.kills, args.seed, args.processes, args.steps),
               **provenance.record(load_average=os.getloadavg()[0])}

@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from neumeta_dist.inr import ACTIVATIONS, INR, fourier_features
+from neumeta_dist.core.inr import ACTIVATIONS, INR, fourier_features
 from neumeta_dist.models.family import Layer
 
 

@@ -45,14 +45,14 @@ def worker(args) -> None:
     import torch
     from neumeta_dist.distributed import data_parallel as parallel
     from neumeta_dist.config import load_config
-    from neumeta_dist.execution import Execution
+    from neumeta_dist.training.execution import Execution
     from neumeta_dist.distributed.coordinate_parallel import generation_strategy
-    from neumeta_dist.models import build_family
+    from neumeta_dist.models.registry import build_family
     from neumeta_dist.models.family import Teacher
     from neumeta_dist.distributed.accelerator import make_accelerator
-    from neumeta_dist.process import seed_everything, set_threads
-    from neumeta_dist.train import _param_groups, train_step
-    from neumeta_dist.trained import build_net
+    from neumeta_dist.training.process import seed_everything, set_threads
+    from neumeta_dist.training.loop import _param_groups, train_step
+    from neumeta_dist.training.trained import build_net
 
     set_threads()
     cfg = load_config(None, [f"model.family={args.family}", f"model.width={args.width}", f"inr.hidden={args.hidden}",

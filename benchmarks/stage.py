@@ -53,7 +53,7 @@ def peak_memory_gib(device: torch.device) -> float:
 
 def run_stage(cfg, k: int, device: torch.device) -> dict:
     from neumeta_dist.checkpoint import complete_info, load_torch
-    from neumeta_dist.pipeline import run
+    from neumeta_dist.training.pipeline import run
     from neumeta_dist.run import RunDir
 
     if device.type == "cuda":

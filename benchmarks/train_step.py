@@ -39,11 +39,11 @@ from benchmarks.harness import (add_common_args, flop_rates, free, host_syncs, m
                                write_json)
 from benchmarks.reference import PlainNet, ReferenceGenerator, ReferenceINR
 from neumeta_dist.config import INRConfig, LossConfig
-from neumeta_dist.ema import EMA
-from neumeta_dist.execution import Execution
-from neumeta_dist.losses import kd, reconstruction, regulariser, step_losses
-from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models import build_family
+from neumeta_dist.training.ema import EMA
+from neumeta_dist.training.execution import Execution
+from neumeta_dist.recipe.losses import kd, reconstruction, regulariser, step_losses
+from neumeta_dist.core.metamorphic import MetamorphicNet
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import Teacher
 
 CASES = {"fmnist-resnet20": dict(family="resnet20", channels=1, side=28, classes=10),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from neumeta_dist.submit import main  # noqa: E402
+from neumeta_dist.cluster.submit import main  # noqa: E402
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -13,8 +13,6 @@ SLURM login-node tools import `neumeta_dist.run`): api.py loads on first use.
 """
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -43,17 +41,3 @@ def __getattr__(name: str):
         from . import api
         return getattr(api, name)
     raise AttributeError(f"module 'neumeta_dist' has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """`neumeta_dist.train` stays the function above: importing the submodule of the same name
-    (train.py, the stage loop; `from neumeta_dist.train import …` still reaches it through
-    sys.modules) would otherwise replace the package's attribute with the module."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name == "train" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

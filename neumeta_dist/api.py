@@ -22,14 +22,15 @@ from typing import Sequence
 import torch
 
 from . import checkpoint as ckpt
-from .budget import WidthCost
-from .calibration import Calibration, MissingCalibration
+from .evaluation.budget import WidthCost
+from .evaluation.calibration import Calibration, MissingCalibration
 from .config import Config, load_config
-from .export import FORMATS, PlainNet, materialise, write
-from .metamorphic import MetamorphicNet
-from .models import family_from_dict
-from .recipe import stage_plan
-from .run import RunContext, RunDir
+from .evaluation.export import FORMATS, PlainNet, materialise, write
+from .core.metamorphic import MetamorphicNet
+from .models.registry import family_from_dict
+from .recipe.stages import stage_plan
+from .training.context import RunContext
+from .run import RunDir
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Run:
         self.cfg: Config = load_config(self.dir.config, [*overrides, f"run_dir={path}"], files=False)
         self._result = result
         self._ctx = self._context_without_data()
-        from .trained import result_network
+        from .training.trained import result_network
         self.net: MetamorphicNet
         self.net, self.stage = result_network(self._ctx, result)
         self.calibration = self._stored_calibration()
@@ -106,8 +107,8 @@ class Run:
         """The generated tensors of the evaluated network at `width`."""
         if self.calibration is not None and self.calibration.covers(self.net, width):
             return self.calibration.weights(self.net, width)
-        from .sweep import network_at
-        from .trained import calibration_batch
+        from .evaluation.sweep import network_at
+        from .training.trained import calibration_batch
         calib = calibration_batch(self._data(f"recalibrating width {width:g}")) if self._recalibrates else None
         return network_at(self.net, width, self.cfg.eval.samples, calib)
 
@@ -130,7 +131,7 @@ class Run:
 
     def describe(self, width: float) -> str:
         """One line: the width, its kind, cost and evaluated accuracy (what `export` prints)."""
-        from .widths import TrainingWidths
+        from .recipe.widths import TrainingWidths
         kind = TrainingWidths.from_config(self.cfg.meta).kind(width, self.net.sizes)
         return self.cost.describe(width, kind, self.results, self.stage)
 
@@ -149,7 +150,7 @@ class Run:
         """The width sweep (eval.widths) on the test split: writes results.json/.md, the plots and
         calibration.pt, and returns the results. Needs the data."""
         from .distributed.accelerator import make_accelerator
-        from .trained import evaluate_run
+        from .training.trained import evaluate_run
         results = evaluate_run(self._data("evaluating"), accelerator or make_accelerator(), self._result)
         self.calibration = self._stored_calibration()
         return results
@@ -161,7 +162,7 @@ class Run:
     def _context_without_data(self) -> RunContext:
         """Config, family (as the teacher saved it), plan, teacher and reference: no data read
         (but for a zoo teacher that was never kept as teacher.pt: its family needs the data)."""
-        from .teacher import load_teacher
+        from .training.teacher import load_teacher
         cfg = self.cfg
         if not self.dir.teacher.is_file() and not cfg.teacher.checkpoint:
             raise ValueError(f"{self.dir.teacher} not found and teacher.checkpoint is unset: "
@@ -215,7 +216,7 @@ class Run:
 def load(path: str | Path, overrides: Sequence[str] = ()) -> Run:
     """A finished run directory; or a checkpoint — a `stage_<k>/checkpoint_<step>` directory
     (ZeRO shards included) or a file of `neumeta-dist consolidate` — with the run it belongs to."""
-    from .consolidate import consolidate, load_result
+    from .distributed.consolidate import consolidate, load_result
     path = Path(path)
     if path.is_file() or (path.is_dir() and not RunDir(path).config.is_file() and (path / "meta.json").is_file()):
         result = load_result(path) if path.is_file() else consolidate(path)
@@ -227,6 +228,6 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> Run:
 def train(config: str | Path | None, overrides: Sequence[str] = (), stage: int | None = None) -> Run | None:
     """Run the pipeline of `config` (+ `key=value` overrides) in this process: the whole plan, or
     only `stage`; returns the evaluated run (None when stages remain)."""
-    from .pipeline import run as run_pipeline
+    from .training.pipeline import run as run_pipeline
     cfg = load_config(config, list(overrides))
     return Run(cfg.run_dir) if run_pipeline(cfg, stage) is not None else None

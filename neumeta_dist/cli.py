@@ -12,7 +12,7 @@ from . import options as opt
 def cmd_eval(args) -> None:
     from .api import Run
     from .distributed.accelerator import make_accelerator
-    from .results import results_table
+    from .evaluation.results import results_table
 
     overrides = list(args.overrides)
     if args.widths:
@@ -52,12 +52,12 @@ def _open(args, overrides: list[str]):
 
 def _result(args) -> dict | None:
     """The stage result named by --ckpt (final.pt or a consolidated checkpoint), if any."""
-    from .consolidate import load_result
+    from .distributed.consolidate import load_result
     return load_result(Path(args.ckpt)) if args.ckpt else None
 
 
 def cmd_consolidate(args) -> None:
-    from .consolidate import consolidate
+    from .distributed.consolidate import consolidate
 
     result = consolidate(Path(args.ckpt))
     ckpt.atomic_torch_save(result, Path(args.out))
@@ -68,8 +68,8 @@ def cmd_consolidate(args) -> None:
 
 def cmd_plan(args) -> None:
     from .config import load_config
-    from .recipe import describe, steps_per_stage
-    from .run import RunContext
+    from .recipe.stages import describe, steps_per_stage
+    from .training.context import RunContext
 
     ctx = RunContext.load(load_config(args.config, args.overrides))
     print(describe(ctx.family, ctx.stages, steps_per_stage(ctx.cfg, len(ctx.splits.train))))
@@ -85,7 +85,7 @@ def cmd_config(args) -> None:
 
 def cmd_individual(args) -> None:
     from .config import load_config
-    from .individual import train_individual
+    from .baselines.individual import train_individual
 
     cfg = load_config(args.config, args.overrides)
     widths = args.widths or cfg.eval.widths
@@ -95,8 +95,8 @@ def cmd_individual(args) -> None:
 
 def cmd_slimmable(args) -> None:
     from .config import load_config
-    from .results import results_table
-    from .slimmable import run
+    from .evaluation.results import results_table
+    from .baselines.slimmable import run
 
     results = run(load_config(args.config, args.overrides), args.steps or None)
     print(results_table(results))
@@ -104,12 +104,12 @@ def cmd_slimmable(args) -> None:
 
 def cmd_report(args) -> None:
     from .checkpoint import atomic_write_text
-    from .report import write_report
+    from .evaluation.report import write_report
 
     if (args.protocol is None) == (not args.runs):
         raise SystemExit("error: report: give either --runs DIR [DIR ...] or --protocol DIR (docs/protocol/results)")
     if args.protocol is not None:
-        from .protocol import write
+        from .evaluation.protocol import write
         text = write(args.protocol, Path(args.out), args.split)
         if args.preamble:
             text = Path(args.preamble).read_text().rstrip("\n") + "\n\n" + text
@@ -145,7 +145,7 @@ def cmd_shards(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .pipeline import main as train_main
+    from .training.pipeline import main as train_main
     train_main(["--config", args.config, *(["--stage", str(args.stage)] if args.stage is not None else []),
                 *(["--print-config"] if args.print_config else []),
                 *(["--restart-from", str(args.restart_from)] if args.restart_from is not None else []),
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
 def entry() -> None:
     """The `neumeta-dist` command (pyproject), run under `accelerate launch` too: leaves like
     launch/train.py, without interpreter teardown."""
-    from .process import exit_skipping_teardown
+    from .training.process import exit_skipping_teardown
     exit_skipping_teardown(lambda: main(sys.argv[1:]))
 
 

@@ -21,17 +21,23 @@ from typing import Any
 
 import yaml
 
-from .norms import NORMS, norm_strategy
-from .tracking import TRACKERS, tracker_names
+from .models import FAMILIES
+from .models.norms import NORMS, norm_strategy
 
 
 class ConfigError(ValueError):
     pass
 
 
-# model.family's allowed names: the families of models/ (names only, so this module stays
-# torch-free); `models.register_family` appends a new family's name here
-FAMILIES: list[str] = ["resnet20", "resnet56", "resnet18", "resnet50", "lenet"]
+# Accelerate's tracker names (accelerate.tracking.LOGGER_TYPE_TO_CLASS): `train.log_with`
+# is validated here without importing Accelerate (training/tracking.py opens them)
+TRACKERS = ("tensorboard", "mlflow", "wandb", "aim", "comet_ml", "clearml", "dvclive", "swanlab", "trackio")
+
+
+def tracker_names(log_with: str) -> list[str]:
+    """`train.log_with` → the tracker names, in order ("" or "none": no tracker)."""
+    names = [n.strip() for n in log_with.split(",") if n.strip()]
+    return [] if names == ["none"] else names
 
 
 def choice(default: str, *allowed: str):
@@ -116,7 +122,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    family: str = field(default="resnet20", metadata={"choices": FAMILIES})  # models.register_family adds
+    family: str = field(default="resnet20", metadata={"choices": FAMILIES})  # models.registry.register_family adds
     width: float = num(1.0, "> 0")  # multiplier of the family's stage channels (the teacher width)
     channels: list[int] = num([], ">= 1")  # explicit stage channels; overrides width
 
@@ -535,7 +541,7 @@ def _validate(cfg: Config, source: str, files: bool = True) -> None:
         if not ok:
             raise ConfigError(f"config {source}: {key}{'' if why.startswith('=') else ': '}{why}")
     if cfg.model.channels:  # the family builder knows how many entries each family takes
-        from .models import build_family
+        from .models.registry import build_family
         try:
             build_family(cfg.model.family, cfg.model.width, tuple(cfg.model.channels))
         except ValueError as e:

@@ -20,21 +20,14 @@ Layout of `<run_dir>/` (README, docs/architecture.md):
     individual.json               the per-width baseline (individual.py)
     slimmable.pt                  the slimmable baseline's network (slimmable.py)
 
-Torch-free at import (slurm.py and submit.py run it on login nodes and in Submitit's
-unpickler): `RunContext.load` imports the data and model code when it is called.
+Torch-free (slurm.py and submit.py run it on login nodes and in Submitit's unpickler); what a
+run's commands share once its data and family are loaded is training/context.py.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .config import Config
-    from .data import Splits
-    from .models.family import Family
-    from .recipe import Stage
 
 COMPLETE = "COMPLETE"
 META = "meta.json"
@@ -153,43 +146,6 @@ class RunDir:
         while n < n_stages and self.stage_complete(n + 1):
             n += 1
         return n
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every command of a run needs, built once by `load`: the config, the data splits,
-    the model family, the stage plan, and (once stage 0 produced or found them) the teacher
-    artefact and the reference weights."""
-
-    cfg: "Config"
-    splits: "Splits"
-    family: "Family"
-    stages: tuple["Stage", ...]
-    teacher: dict | None = None  # teacher.pt: state dict, family, accuracy, params
-    reference: dict | None = None  # reference.pt: folded (+ smoothed) weights, permutations, TV
-
-    @property
-    def run(self) -> RunDir:
-        return RunDir(Path(self.cfg.run_dir))
-
-    @classmethod
-    def load(cls, cfg: "Config") -> "RunContext":
-        """Splits, family and plan of `cfg` (teacher and reference are added by `with_teacher`)."""
-        from .data import load_splits
-        from .recipe import stage_plan
-        from .teacher import family_from_config
-        splits = load_splits(cfg.data, cfg.train.seed)
-        family = family_from_config(cfg, splits)
-        return cls(cfg, splits, family, stage_plan(cfg, family))
-
-    def with_teacher(self, teacher: dict | None, reference: dict | None) -> "RunContext":
-        return replace(self, teacher=teacher, reference=reference)
-
-    def stage_dir(self, k: int) -> Path:
-        return self.run.stage(k)
-
-    def completed_stages(self) -> int:
-        return self.run.completed_stages(len(self.stages))
 
 
 class StageError(RuntimeError):

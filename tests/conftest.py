@@ -1,7 +1,7 @@
 """Shared builders for the smallest real networks the tests need.
 
 `make_net` is the one place that knows how a MetamorphicNet is put together (mirroring
-`neumeta_dist.trained.build_net`): if its constructor changes, only this file follows.
+`neumeta_dist.training.trained.build_net`): if its constructor changes, only this file follows.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from neumeta_dist.config import INRConfig
-from neumeta_dist.metamorphic import MetamorphicNet
-from neumeta_dist.models import build_family
+from neumeta_dist.core.metamorphic import MetamorphicNet
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import Teacher
-from neumeta_dist.recipe import generated_layers
+from neumeta_dist.recipe.stages import generated_layers
 
 
 def random_bn_teacher(family, seed: int = 0) -> Teacher:
@@ -221,7 +221,7 @@ def train_tiny_run(run_dir, *overrides: str):
     import os
     from pathlib import Path
 
-    from neumeta_dist import pipeline
+    from neumeta_dist.training import pipeline
     from neumeta_dist.config import load_config
 
     os.environ.setdefault("NEUMETA_NO_BAR", "1")

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import neumeta_dist as nd
-from neumeta_dist.accuracy import accuracy
-from neumeta_dist.calibration import MissingCalibration
+from neumeta_dist.evaluation.accuracy import accuracy
+from neumeta_dist.evaluation.calibration import MissingCalibration
 from neumeta_dist.config import load_config
 from neumeta_dist.data import load_splits
-from neumeta_dist.export import materialise
-from neumeta_dist.sweep import merged_weights
+from neumeta_dist.evaluation.export import materialise
+from neumeta_dist.evaluation.sweep import merged_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,10 +60,9 @@ def no_data(monkeypatch):
     monkeypatch.setattr("neumeta_dist.data.load_splits", refuse)
 
 
-def test_nd_train_stays_the_function_when_the_stage_loop_module_of_that_name_is_imported():
-    import neumeta_dist.train  # noqa: F401  (train.py, the stage loop)
-    from neumeta_dist.train import train_stage  # still reachable
-    assert nd.train.__module__ == "neumeta_dist" and callable(train_stage)
+def test_nd_train_is_the_function_after_the_stage_loop_is_imported():
+    from neumeta_dist.training.loop import train_stage  # the stage loop, training/loop.py
+    assert nd.train.__module__ == "neumeta_dist" and callable(nd.train) and callable(train_stage)
 
 
 def test_a_finished_run_gives_the_evaluated_network_at_every_width_without_its_data(finished, no_data):

@@ -13,9 +13,9 @@ import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
-from neumeta_dist.budget import STEP, WidthCost
-from neumeta_dist.export import load_exported, materialise
-from neumeta_dist.models import build_family
+from neumeta_dist.evaluation.budget import STEP, WidthCost
+from neumeta_dist.evaluation.export import load_exported, materialise
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import layer_areas, mac_count
 
 from conftest import make_net

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from neumeta_dist import checkpoint as ckpt
-from neumeta_dist.checkpointer import Checkpointer
+from neumeta_dist.training.checkpointer import Checkpointer
 from neumeta_dist.config import load_config
 from neumeta_dist.data.position import DataPosition
 

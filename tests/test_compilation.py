@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from neumeta_dist.models import build_family
+from neumeta_dist.models.registry import build_family
 
 from conftest import make_net
 

@@ -232,7 +232,7 @@ def test_digest_ignores_run_dir_but_not_training_settings():
 
 
 def test_lr_warm_up_as_a_fraction_scales_with_the_stage_and_steps_override_it():
-    from neumeta_dist.train import lr_lambda
+    from neumeta_dist.training.loop import lr_lambda
     cfg = load_config(DEMO, ["train.warmup_fraction=0.4", "train.schedule=constant"])
     f = lr_lambda(cfg, 300)
     assert [f(0), f(59), f(119), f(120), f(299)] == [1 / 120, 0.5, 1.0, 1.0, 1.0]

@@ -33,7 +33,7 @@ def test_config_refuses_an_invalid_override_in_one_line_before_printing(capsys):
 
 
 def test_train_prints_the_config_before_it_starts(capsys, monkeypatch):
-    from neumeta_dist import pipeline
+    from neumeta_dist.training import pipeline
     started = []
     monkeypatch.setattr(pipeline, "run", lambda cfg, stage, restart_from=None: started.append(capsys.readouterr().out))
     pipeline.main(["--config", DEMO, "--print-config", "train.max_steps=7"])

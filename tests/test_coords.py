@@ -1,12 +1,12 @@
-"""neumeta_dist.coords: the coordinate table, its normalisation and noise, and output splitting."""
+"""neumeta_dist.core.coords: the coordinate table, its normalisation and noise, and output splitting."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from neumeta_dist.coords import build_table, centre_columns, normalise, split_output
-from neumeta_dist.models import build_family
-from neumeta_dist.recipe import metamorphic_groups
+from neumeta_dist.core.coords import build_table, centre_columns, normalise, split_output
+from neumeta_dist.models.registry import build_family
+from neumeta_dist.recipe.stages import metamorphic_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -180,7 +180,7 @@ def test_plan_entry_ids_give_a_tensor_the_same_coordinates_in_any_subset(tiny_re
 def test_nested_tables_place_a_channel_at_the_same_position_at_every_width(tiny_resnet20):
     """meta.channel_coords=nested: channel c is at c / C_full whatever the width, the size
     fields still give the current width, and at full width nothing differs from NeuMeta's."""
-    from neumeta_dist.recipe import generated_layers, metamorphic_groups
+    from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
     layers = generated_layers(tiny_resnet20, "authors")
     groups = metamorphic_groups(tiny_resnet20, layers, "inner")
     full = tiny_resnet20.full_sizes()
@@ -200,7 +200,7 @@ def test_nested_tables_place_a_channel_at_the_same_position_at_every_width(tiny_
 def test_size_noise_moves_only_the_size_fields_by_one_factor_per_network(tiny_resnet20):
     """inr.size_noise: one jitter factor for the whole table's sizes; channel positions and
     the other draws stay as without it (the channel noise is drawn first)."""
-    from neumeta_dist.recipe import generated_layers, metamorphic_groups
+    from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
     layers = generated_layers(tiny_resnet20, "authors")
     groups = metamorphic_groups(tiny_resnet20, layers, "inner")
     table = build_table(layers, tiny_resnet20.sizes(0.5, groups), 16)

@@ -31,7 +31,7 @@ import shutil
 import pytest
 import torch
 
-from neumeta_dist.models import build_family
+from neumeta_dist.models.registry import build_family
 
 from conftest import make_net
 from test_distributed import _final, launch

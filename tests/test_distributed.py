@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from neumeta_dist.config import load_config
-from neumeta_dist.probe import read_trace
+from neumeta_dist.training.probe import read_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -85,7 +85,7 @@ def launch_machines(run_dir: Path, *args: str, env: dict | None = None) -> list[
     """`launch/train.py args` as two machines × one process on localhost: each machine runs the
     command a 2-node SLURM job runs on its node (slurm.accelerate_command, the local CPU
     profile with `nodes: 2`), the main process at 127.0.0.1 on a free port."""
-    from neumeta_dist.slurm import Rendezvous, accelerate_command, load_profile
+    from neumeta_dist.cluster.slurm import Rendezvous, accelerate_command, load_profile
     prof = dataclasses.replace(load_profile(ROOT / "slurm/local.yaml"), nodes=2)
     port = free_port()
     train_args = ["--config", "configs/blockwise.yaml", *args, *DIST, "train.teacher_mode=replicated", f"run_dir={run_dir}"]
@@ -233,9 +233,9 @@ def _task_loss(run: Path, state: dict) -> float:
     import torch.nn.functional as F
     from neumeta_dist import checkpoint as ckpt
     from neumeta_dist.data import load_splits
-    from neumeta_dist.teacher import family_from_config
-    from neumeta_dist.recipe import stage_plan
-    from neumeta_dist.trained import build_net
+    from neumeta_dist.training.context import family_from_config
+    from neumeta_dist.recipe.stages import stage_plan
+    from neumeta_dist.training.trained import build_net
 
     cfg = load_config(run / "config.yaml")
     splits = load_splits(cfg.data, cfg.train.seed)
@@ -336,7 +336,7 @@ def test_stage_resumes_on_another_number_of_processes(runs, mode):
     """2 → 1, then 1 → 2: each relaunch starts from exactly the network its checkpoint holds
     (under ZeRO-3 through DeepSpeed's universal checkpoint) and the stage ends at the loss of
     the uninterrupted 2-process run, to ELASTIC_TOL."""
-    from neumeta_dist.consolidate import model_state
+    from neumeta_dist.distributed.consolidate import model_state
     chain, (first, second) = runs.get("elastic", mode), ELASTIC_FROM
     run = chain["run"]
     assert f"resuming stage_1 from checkpoint_{first:08d} (step {first}, world size 2 → 1)" in chain["one"].stdout
@@ -382,8 +382,8 @@ def test_next_stage_starts_from_zero3_shards_of_the_previous_one(runs):
     """Stage 2, after ZeRO-3 partitioned and re-gathered it, holds stage 1's selected network:
     every head of stage 1's layers, α and the classifier (its new heads are initialised anew)."""
     from neumeta_dist import checkpoint as ckpt
-    from neumeta_dist.run import RunContext
-    from neumeta_dist.trained import load_trained
+    from neumeta_dist.training.context import RunContext
+    from neumeta_dist.training.trained import load_trained
 
     run = runs.get("resumed", "zero3")["run"]
     assert (run / "stage_2" / "COMPLETE").is_file()
@@ -404,7 +404,7 @@ def test_next_stage_starts_from_zero3_shards_of_the_previous_one(runs):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_consolidated_last_checkpoint_equals_the_stage_result(runs, mode):
-    from neumeta_dist.consolidate import consolidate
+    from neumeta_dist.distributed.consolidate import consolidate
 
     run = runs.get("uninterrupted", mode)
     plain, final = consolidate(run / "stage_1" / "checkpoint_00000008"), _final(run)

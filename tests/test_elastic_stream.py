@@ -20,7 +20,7 @@ import pytest
 from neumeta_dist.data import load_splits
 from neumeta_dist.data.position import DataPosition
 from neumeta_dist.data.stream import RankStream
-from neumeta_dist.probe import read_trace
+from neumeta_dist.training.probe import read_trace
 from test_stream import _data, _truncate, _write
 
 BATCH = 4

@@ -1,6 +1,6 @@
 import torch
 
-from neumeta_dist.ema import EMA
+from neumeta_dist.training.ema import EMA
 
 
 def test_ema_decay_warms_up_so_short_runs_are_not_stuck_at_their_start():

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from neumeta_dist.accuracy import accuracy
-from neumeta_dist.results import results_table, write_results
-from neumeta_dist.sweep import merged_weights, sweep
+from neumeta_dist.evaluation.accuracy import accuracy
+from neumeta_dist.evaluation.results import results_table, write_results
+from neumeta_dist.evaluation.sweep import merged_weights, sweep
 from neumeta_dist.models.family import parameter_count
 
 from conftest import make_net
@@ -138,7 +138,7 @@ def test_write_results_writes_json_of_the_documented_schema_markdown_table_and_p
 
 
 def test_a_sweep_given_the_image_size_records_macs_and_plots_against_them(tmp_path, tiny_resnet20):
-    from neumeta_dist.budget import WidthCost
+    from neumeta_dist.evaluation.budget import WidthCost
     net = make_net(tiny_resnet20)
     rows = sweep(net, [0.5, 1.0], _data(8), batch_size=8, samples=1, describe=lambda w: {"seen": True},
                  image_size=16)

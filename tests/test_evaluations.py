@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from neumeta_dist import cli, pipeline
+from neumeta_dist import cli
+from neumeta_dist.training import pipeline
 
 from conftest import TINY_RUN, TINY_RUN_CONFIG, train_tiny_run
 

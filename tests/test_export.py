@@ -1,4 +1,4 @@
-"""neumeta_dist.export: a generated width becomes a standalone network, saved and reloaded —
+"""neumeta_dist.evaluation.export: a generated width becomes a standalone network, saved and reloaded —
 by this package (`pt`) or, as TorchScript, a torch.export program or ONNX, without it."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sysconfig
 import pytest
 import torch
 
-from neumeta_dist.export import PlainNet, load_exported, materialise, save_exported, write
-from neumeta_dist.models import build_family
+from neumeta_dist.evaluation.export import PlainNet, load_exported, materialise, save_exported, write
+from neumeta_dist.models.registry import build_family
 
 from conftest import make_net
 
@@ -79,8 +79,8 @@ def test_exported_network_of_a_partial_stage_matches_the_stage_network(tmp_path,
 def test_exported_network_uses_the_trained_classifier_copy(tmp_path, tiny_resnet20):
     """With `train_head`, the classifier is a trained parameter, not the teacher's."""
     from neumeta_dist.config import INRConfig
-    from neumeta_dist.metamorphic import MetamorphicNet
-    from neumeta_dist.recipe import generated_layers
+    from neumeta_dist.core.metamorphic import MetamorphicNet
+    from neumeta_dist.recipe.stages import generated_layers
     from conftest import random_bn_teacher
 
     reference = random_bn_teacher(tiny_resnet20).folded()

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import neumeta_dist as nd
-from neumeta_dist.models import register_family
+from neumeta_dist.models.registry import register_family
 from neumeta_dist.models.family import CLASSES, IMAGE, Block, Layer, scale_sizes
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from neumeta_dist import checkpoint as ckpt
-from neumeta_dist import pipeline
+from neumeta_dist.training import pipeline
 
 from conftest import TINY_RUN, TINY_RUN_CONFIG, refused_in_one_line, train_tiny_run
 

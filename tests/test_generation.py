@@ -16,8 +16,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from neumeta_dist.config import ConfigError, LossConfig, load_config
-from neumeta_dist.losses import step_losses
-from neumeta_dist.models import build_family
+from neumeta_dist.recipe.losses import step_losses
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.distributed.coordinate_parallel import generation_strategy, replicated, row_ranges, slice_segments
 
 from conftest import free_port, make_net

@@ -19,13 +19,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from neumeta_dist import probe
+from neumeta_dist.training import probe
 from neumeta_dist.config import load_config
-from neumeta_dist.coords import build_table
-from neumeta_dist.losses import step_losses
-from neumeta_dist.models import build_family
+from neumeta_dist.core.coords import build_table
+from neumeta_dist.recipe.losses import step_losses
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import Teacher
-from neumeta_dist.widths import TrainingWidths
+from neumeta_dist.recipe.widths import TrainingWidths
 
 from conftest import HostWork, make_net
 
@@ -58,7 +58,7 @@ STEPS = ["data.dataset=synthetic", "data.train_limit=256", "data.test_limit=64",
 def _stage_windows(run_dir, stages, monkeypatch) -> dict[int, Window]:
     """Run `stages` of the tiny config, each watched from the end of its step 1 to the end of its
     last step before a log step (teacher: steps 2-4; stage 1: steps 2-3)."""
-    from neumeta_dist.pipeline import run
+    from neumeta_dist.training.pipeline import run
 
     windows = {0: Window(1, 4), 1: Window(1, 3)}
     monkeypatch.setattr(probe, "from_env", lambda stage, rank: windows[stage])
@@ -123,7 +123,7 @@ def test_generation_forward_losses_and_backward_make_no_tensor_on_the_host(tiny_
 def test_table_rebuilds_over_100_continuous_draws_are_the_distinct_channel_count_sets(monkeypatch):
     """ResNet-20 over widths 0.25–1: more distinct networks in 100 draws than a cache of a few
     dozen tables holds; each is built once."""
-    from neumeta_dist import metamorphic
+    from neumeta_dist.core import metamorphic
 
     builds = []
     monkeypatch.setattr(metamorphic, "build_table", lambda *a, **k: builds.append(a[1]) or build_table(*a, **k))
@@ -201,7 +201,7 @@ def test_shard_batches_are_normalised_without_a_host_tensor_per_batch():
 
 
 def test_the_reconstruction_warmup_reads_its_loss_back_once_not_per_step(tiny_resnet20):
-    from neumeta_dist.inr_init import reconstruction_warmup
+    from neumeta_dist.recipe.inr_init import reconstruction_warmup
 
     net = make_net(tiny_resnet20)
     with HostWork() as work:

@@ -1,4 +1,4 @@
-"""neumeta_dist.individual: one network per width with the teacher's recipe, parameter counts
+"""neumeta_dist.baselines.individual: one network per width with the teacher's recipe, parameter counts
 matching the metamorphic network's, provenance per width, and a sweep that resumes."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import pytest
 
 from neumeta_dist.config import load_config
-from neumeta_dist.individual import train_individual
+from neumeta_dist.baselines.individual import train_individual
 from neumeta_dist.models.family import parameter_count
-from neumeta_dist.recipe import generated_layers, metamorphic_groups
-from neumeta_dist.run import RunContext
+from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
+from neumeta_dist.training.context import RunContext
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

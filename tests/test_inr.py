@@ -1,4 +1,4 @@
-"""neumeta_dist.inr + neumeta_dist.metamorphic: one INR call generates the whole network."""
+"""neumeta_dist.core.inr + neumeta_dist.core.metamorphic: one INR call generates the whole network."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neumeta_dist.inr import INR, SegmentPlan, fourier_features, grouped_segment_mm
-from neumeta_dist.models import build_family
-from neumeta_dist.recipe import generated_layers, metamorphic_groups
+from neumeta_dist.core.inr import INR, SegmentPlan, fourier_features, grouped_segment_mm
+from neumeta_dist.models.registry import build_family
+from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
 
 from conftest import make_net
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from neumeta_dist import pipeline, scopes
+from neumeta_dist.training import pipeline
+from neumeta_dist.records import scopes
 from neumeta_dist.config import Config, load_config
 
 from conftest import TINY_RUN, TINY_RUN_CONFIG, refused_in_one_line, train_tiny_run
@@ -112,7 +113,7 @@ def test_an_evaluation_only_change_reevaluates_and_says_so(run, capsys):
 
 
 def test_submitting_a_chain_with_a_stale_config_is_refused_before_anything_is_submitted(run, capsys):
-    from neumeta_dist import submit
+    from neumeta_dist.cluster import submit
     line = refused_in_one_line(capsys, submit.main, ["--config", CONFIG, "--profile", str(ROOT / "slurm/local.yaml"),
                                                      *TINY_RUN, "train.lr=0.01", f"run_dir={run}"])
     assert "stage 1" in line and "train.lr: 0.0008 -> 0.01" in line and "--restart-from 1" in line

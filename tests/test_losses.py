@@ -1,11 +1,11 @@
-"""neumeta_dist.losses: the in-place distillation term (US-Nets' soft targets, T = 1)."""
+"""neumeta_dist.recipe.losses: the in-place distillation term (US-Nets' soft targets, T = 1)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from neumeta_dist.config import LossConfig
-from neumeta_dist.losses import step_losses
+from neumeta_dist.recipe.losses import step_losses
 
 
 def _terms(cfg, logits, full=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neumeta_dist.models import build_family
+from neumeta_dist.models.registry import build_family
 
 from neumeta_dist.models.family import Teacher, apply_layer, parameter_count
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neumeta_dist.inr_init import subsample_index
+from neumeta_dist.recipe.inr_init import subsample_index
 from neumeta_dist.models.family import apply_layer
-from neumeta_dist.recalib import channel_stats, layer_stats, recalibrate
+from neumeta_dist.recipe.recalib import channel_stats, layer_stats, recalibrate
 
 from conftest import make_net
 
@@ -128,7 +128,7 @@ def _record(store, spec, y):
 
 
 def _gn_family():
-    from neumeta_dist.models import build_family
+    from neumeta_dist.models.registry import build_family
     return build_family("resnet20", 0.25, in_channels=1, num_classes=10, norm="group")
 
 
@@ -158,7 +158,7 @@ def test_groupnorm_student_computes_the_groupnorm_teacher_in_both_modes(mode):
 
 
 def test_groupnorm_smoothing_keeps_the_function():
-    from neumeta_dist.smoothing import smooth
+    from neumeta_dist.core.smoothing import smooth
     family = _gn_family()
     weights = _gn_teacher(family).eval().folded()
     smoothed, perms, stats = smooth(family, weights, 10)
@@ -171,9 +171,9 @@ def test_groupnorm_smoothing_keeps_the_function():
 
 def test_groupnorm_student_generates_each_layers_scale_in_the_same_call():
     from neumeta_dist.config import INRConfig
-    from neumeta_dist.metamorphic import MetamorphicNet
+    from neumeta_dist.core.metamorphic import MetamorphicNet
     from neumeta_dist.models.family import parameter_count
-    from neumeta_dist.recipe import generated_layers
+    from neumeta_dist.recipe.stages import generated_layers
     family = _gn_family()
     reference = _gn_teacher(family).eval().folded()
     net = MetamorphicNet(family, reference, generated_layers(family, "authors"), INRConfig(hidden=16, layers=1),

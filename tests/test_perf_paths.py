@@ -18,9 +18,9 @@ import torch
 from benchmarks import generation, train_step
 from benchmarks.reference import ReferenceGenerator, ReferenceINR
 from neumeta_dist.config import ConfigError, load_config
-from neumeta_dist.execution import Execution
-from neumeta_dist.inr import INR
-from neumeta_dist.models import build_family
+from neumeta_dist.training.execution import Execution
+from neumeta_dist.core.inr import INR
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import Teacher
 
 from conftest import make_net
@@ -174,7 +174,7 @@ def test_benchmark_scripts_run_and_write_their_json(tmp_path):
 
 def test_a_stage_trains_under_bf16_channels_last_and_fused_settings(tmp_path):
     """train.py with the GPU-path switches on (as far as a CPU goes): stage 0, then stage 1."""
-    from neumeta_dist.pipeline import run
+    from neumeta_dist.training.pipeline import run
 
     overrides = ["data.dataset=synthetic", "data.train_limit=256", "data.test_limit=64", "data.batch_size=32",
                  "data.val_fraction=0.25", "model.width=0.25", "teacher.epochs=1", "meta.generated=authors",

@@ -105,8 +105,8 @@ def test_stage_training_lowers_the_task_loss(run):
 
 def test_exported_network_accuracy_equals_the_evaluated_one(run, tmp_path):
     from neumeta_dist.data import load_splits
-    from neumeta_dist.accuracy import accuracy
-    from neumeta_dist.export import load_exported
+    from neumeta_dist.evaluation.accuracy import accuracy
+    from neumeta_dist.evaluation.export import load_exported
 
     out = cli("export", "--run", str(run), "--width", "0.5", "--out", str(tmp_path / "net.pt"))
     assert out.returncode == 0, out.stderr
@@ -172,9 +172,9 @@ def test_a_stage_before_the_teacher_is_refused(tmp_path):
 def test_next_stage_starts_from_the_previous_stage_selected_network(run):
     """Stage 2's units of stage 1 begin where stage 1 ended: same heads, same α, same head copy."""
     from neumeta_dist import checkpoint as ckpt
-    from neumeta_dist.run import RunContext
-    from neumeta_dist.train import _stage_start
-    from neumeta_dist.trained import load_trained
+    from neumeta_dist.training.context import RunContext
+    from neumeta_dist.training.loop import _stage_start
+    from neumeta_dist.training.trained import load_trained
 
     cfg = load_config(run / "config.yaml")
     reference = ckpt.load_torch(run / "teacher" / "reference.pt", "reference")
@@ -238,7 +238,7 @@ def test_teacher_stopped_by_sigterm_exits_75_and_resumes_to_the_uninterrupted_te
 def test_the_training_entry_point_exits_with_the_status_of_its_run(body, status, stderr):
     """launch/train.py leaves through `exit_skipping_teardown`: same statuses and messages as a
     normal exit, and output still buffered in a pipe is written."""
-    code = ("import sys\nfrom neumeta_dist.process import exit_skipping_teardown\n"
+    code = ("import sys\nfrom neumeta_dist.training.process import exit_skipping_teardown\n"
             f"def entry():\n    print('buffered', end='')\n    {body}\nexit_skipping_teardown(entry)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == status, out.stderr

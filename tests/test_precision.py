@@ -53,7 +53,7 @@ def test_a_zero2_launch_with_mixed_precision_no_trains_in_bf16(tmp_path):
     """A ZeRO-2 launch (one CPU process: the engine's path, in a few seconds), `--mixed_precision
     no`, `train.precision=bf16`: the student's logits come out in bf16 (the stage logs what
     its first step computed in)."""
-    from neumeta_dist.pipeline import run
+    from neumeta_dist.training.pipeline import run
 
     run(load_config("configs/blockwise.yaml", [*TINY, f"run_dir={tmp_path}"]), only_stage=0)
     cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file", "configs/accelerate/zero2.yaml",

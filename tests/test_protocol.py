@@ -1,4 +1,4 @@
-"""neumeta_dist.protocol: the evidence protocol's table — per-seed pairing, Student-t intervals
+"""neumeta_dist.evaluation.protocol: the evidence protocol's table — per-seed pairing, Student-t intervals
 and the declared endpoints' verdicts — from JSONs laid out as launch/protocol_seed.sh keeps them."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from neumeta_dist.protocol import Interval, Seeds, endpoints, t975
+from neumeta_dist.evaluation.protocol import Interval, Seeds, endpoints, t975
 
 WIDTHS = {0.25: "outside", 0.5: "trained", 0.625: "held_out", 0.75: "trained", 1.0: "trained"}
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from neumeta_dist.inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
-from neumeta_dist.models import build_family
-from neumeta_dist.recipe import describe, matching_layers, plan, units
+from neumeta_dist.recipe.inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
+from neumeta_dist.models.registry import build_family
+from neumeta_dist.recipe.stages import describe, matching_layers, plan, units
 
 from conftest import make_net
 
@@ -129,7 +129,7 @@ def test_reconstruction_warmup_fits_only_the_new_heads_and_lowers_their_error(ti
 
 def test_each_step_samples_full_width_first_and_with_sandwich_the_narrowest_second():
     from neumeta_dist.config import load_config
-    from neumeta_dist.train import step_rng
+    from neumeta_dist.training.loop import step_rng
 
     demo = Path(__file__).resolve().parents[1] / "configs" / "blockwise.yaml"
     for sandwich in (True, False):

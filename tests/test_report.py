@@ -1,10 +1,10 @@
-"""neumeta_dist.report: the evidence table marks each width's kind and carries each row's
+"""neumeta_dist.evaluation.report: the evidence table marks each width's kind and carries each row's
 provenance; write_report copies the JSONs beside the table and draws the plot."""
 from __future__ import annotations
 
 import json
 
-from neumeta_dist.report import table, write_report
+from neumeta_dist.evaluation.report import table, write_report
 
 
 def _row(recipe, kinds, acc, **extra):
@@ -51,7 +51,7 @@ def test_write_report_copies_each_json_beside_the_table_and_plots(tmp_path):
 
 def test_the_plot_takes_macs_on_its_x_axis_and_refuses_rows_without_them(tmp_path):
     import pytest
-    from neumeta_dist.report import plot
+    from neumeta_dist.evaluation.report import plot
     r = _row("full", KINDS, [0.5, 0.8, 0.9])
     with pytest.raises(ValueError, match="full results have no macs per width.*re-run `neumeta-dist eval`"):
         plot([r], None, tmp_path / "x.png", x="macs")

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from neumeta_dist import checkpoint as ckpt
-from neumeta_dist import cli, pipeline
+from neumeta_dist import cli
+from neumeta_dist.training import pipeline
 
 from conftest import TINY_RUN, TINY_RUN_CONFIG, refused_in_one_line, train_tiny_run
 
@@ -93,7 +94,7 @@ def test_ckpt_that_needs_code_is_refused_by_eval_and_export(trained_run, tmp_pat
 
 
 def test_exported_network_that_needs_code_is_refused_by_load_exported(trained_run, tmp_path, marker):
-    from neumeta_dist.export import load_exported
+    from neumeta_dist.evaluation.export import load_exported
     good = tmp_path / "net.pt"
     cli.main(["export", "--run", str(trained_run), "--width", "0.5", "--out", str(good)])
     assert load_exported(good) is not None  # the real artefact loads as data

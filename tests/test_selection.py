@@ -7,7 +7,7 @@ import shutil
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from neumeta_dist.selection import BEST, Selection, score
+from neumeta_dist.training.selection import BEST, Selection, score
 from test_pipeline import train  # noqa: F401  (the module's `run` fixture is imported below)
 from test_pipeline import run  # noqa: F401
 
@@ -41,9 +41,9 @@ def test_the_stage_result_is_the_best_held_out_candidate_and_scores_as_recorded(
     held-out score, and re-scoring that stored network gives the recorded accuracies."""
     from neumeta_dist import checkpoint as ckpt
     from neumeta_dist.config import load_config
-    from neumeta_dist.run import RunContext
-    from neumeta_dist.train import _validate
-    from neumeta_dist.trained import selected_network
+    from neumeta_dist.training.context import RunContext
+    from neumeta_dist.training.loop import _validate
+    from neumeta_dist.training.trained import selected_network
 
     sel = tmp_path / "sel"
     shutil.copytree(run / "teacher", sel / "teacher")

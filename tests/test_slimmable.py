@@ -1,4 +1,4 @@
-"""neumeta_dist.slimmable: the US-Nets baseline — slicing + BN statistics equal a plain BN
+"""neumeta_dist.baselines.slimmable: the US-Nets baseline — slicing + BN statistics equal a plain BN
 network of that width, the budget matches the pipeline's, and a real (tiny) run writes the
 results schema and re-evaluates from its saved network."""
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from neumeta_dist.config import load_config
-from neumeta_dist.models import build_family
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import Teacher
-from neumeta_dist.recipe import generated_layers, metamorphic_groups
-from neumeta_dist.slimmable import Slimmable, budget_steps, calibrate, from_teacher, run
+from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
+from neumeta_dist.baselines.slimmable import Slimmable, budget_steps, calibrate, from_teacher, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,7 +66,7 @@ def test_started_from_the_teacher_its_full_width_is_the_teacher_and_its_narrow_w
     # the permutation keeps the function: the teacher's logits, on the teacher's statistics
     assert torch.allclose(slim(x, full, stats), teacher.eval()(x), atol=1e-4)
     # every scaled group is ordered by importance (what nested widths keep), which the teacher was not
-    from neumeta_dist.smoothing import importance_order
+    from neumeta_dist.core.smoothing import importance_order
     for g in groups:
         assert importance_order(family, slim.net.folded(), g).tolist() == list(range(family.full_sizes()[g]))
     assert any(importance_order(family, teacher.folded(), g).tolist() != list(range(family.full_sizes()[g]))
@@ -74,7 +74,7 @@ def test_started_from_the_teacher_its_full_width_is_the_teacher_and_its_narrow_w
 
 
 def test_the_equal_footing_budget_counts_the_stages_only_and_each_width_reads_its_own_images():
-    from neumeta_dist.slimmable import images_per_step
+    from neumeta_dist.baselines.slimmable import images_per_step
     cfg = load_config(None, ["teacher.epochs=2", "train.max_steps=30", "data.batch_size=100",
                              "train.widths_per_step=4", "slimmable.budget=stages", "slimmable.batches=per_width"])
     assert budget_steps(cfg, 1000, 6) == 180 and images_per_step(cfg) == 400
@@ -106,8 +106,8 @@ def test_a_tiny_run_writes_results_with_kinds_and_provenance_then_reevaluates(tm
 
 def test_the_equal_footing_run_resumes_bitwise_from_its_checkpoint_and_keeps_its_best_on_validation(
         tmp_path, monkeypatch):
-    import neumeta_dist.slimmable as slimmable
-    from neumeta_dist.teacher import fit
+    import neumeta_dist.baselines.slimmable as slimmable
+    from neumeta_dist.training.teacher import fit
 
     args = ["data.dataset=synthetic", "data.train_limit=512", "data.test_limit=128", "data.batch_size=32",
             "data.val_fraction=0.25", "data.final_fraction=0.25", "model.width=0.25", "teacher.epochs=1",
@@ -118,7 +118,7 @@ def test_the_equal_footing_run_resumes_bitwise_from_its_checkpoint_and_keeps_its
     # a teacher for it to start from and distil
     teacher_cfg = load_config(None, args + [f"run_dir={tmp_path / 'teacher'}"])
     from neumeta_dist.distributed.accelerator import make_accelerator
-    from neumeta_dist.run import RunContext
+    from neumeta_dist.training.context import RunContext
     ctx = RunContext.load(teacher_cfg)
     net, acc = fit(Teacher(ctx.family), teacher_cfg, make_accelerator(), ctx.splits, "teacher")
     path = tmp_path / "teacher.pt"

@@ -208,7 +208,7 @@ def test_dry_run_prints_every_profile_field_as_sbatch_options_and_submits_nothin
 
 
 def test_each_node_launches_accelerate_with_its_rank_and_the_first_host_as_main():
-    from neumeta_dist.slurm import Rendezvous, accelerate_command, load_profile
+    from neumeta_dist.cluster.slurm import Rendezvous, accelerate_command, load_profile
     prof = load_profile(ROOT / "slurm/example_zero3.yaml")
     where = Rendezvous(nodes=3, node_rank=2, main_host="gpu017", port=20123)
     cmd = " ".join(accelerate_command(prof, where, ["--stage", "1"]))
@@ -223,7 +223,7 @@ def test_a_multi_node_cpu_job_launches_torchrun_so_that_its_nodes_form_one_proce
     """Without --multi_gpu (or a config file) Accelerate's plain launcher sets no ranks: every
     node's process would train alone. The real 2-machine run is in tests/test_distributed.py."""
     import dataclasses
-    from neumeta_dist.slurm import Rendezvous, accelerate_command, load_profile
+    from neumeta_dist.cluster.slurm import Rendezvous, accelerate_command, load_profile
     one = load_profile(ROOT / "slurm/local.yaml")
     two = dataclasses.replace(one, nodes=2)
     cmd = accelerate_command(two, Rendezvous(nodes=2, node_rank=1, main_host="cpu001", port=20001), ["--stage", "0"])
@@ -233,7 +233,7 @@ def test_a_multi_node_cpu_job_launches_torchrun_so_that_its_nodes_form_one_proce
 
 def test_a_profile_with_an_unknown_key_or_bad_value_is_a_one_line_error(tmp_path):
     from neumeta_dist.config import ConfigError
-    from neumeta_dist.slurm import load_profile
+    from neumeta_dist.cluster.slurm import load_profile
     bad = tmp_path / "p.yaml"
     bad.write_text("nodes: 2\ngpus: 4\n")
     with pytest.raises(ConfigError, match=r"p.yaml: unknown key gpus \(allowed in top level: partition, "):

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from neumeta_dist import pipeline
+from neumeta_dist.training import pipeline
 from neumeta_dist.config import ConfigError, load_config
-from neumeta_dist.tracking import metric_name
+from neumeta_dist.training.tracking import metric_name
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,7 +80,7 @@ def test_the_resolved_config_is_logged_as_hyperparameters(tracked):
 def test_switching_tracker_is_one_key(tmp_path):
     """log_with=mlflow alone: no TensorBoard folder, the scalars in MLflow."""
     pytest.importorskip("mlflow")
-    from neumeta_dist.logger import Logger
+    from neumeta_dist.training.logger import Logger
 
     class MainProcess:
         is_main_process = True

@@ -1,4 +1,4 @@
-"""neumeta_dist.widths: the training widths (range or discrete set) and the kind of an
+"""neumeta_dist.recipe.widths: the training widths (range or discrete set) and the kind of an
 evaluated width — trained, held out inside the range, outside it — with its novel groups."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from neumeta_dist.config import ConfigError, load_config
-from neumeta_dist.models import build_family
-from neumeta_dist.recipe import generated_layers, metamorphic_groups
-from neumeta_dist.widths import TrainingWidths
+from neumeta_dist.models.registry import build_family
+from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
+from neumeta_dist.recipe.widths import TrainingWidths
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "blockwise.yaml"
 W050 = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist_resnet20_w050.yaml"
@@ -68,14 +68,14 @@ def test_continuous_range_trains_every_width_inside_it(w050):
 
 
 def test_step_rng_draws_from_the_configured_set():
-    from neumeta_dist.train import step_rng
+    from neumeta_dist.training.loop import step_rng
     cfg = load_config(W050)
     drawn = {step_rng(cfg, s, m, 0)[0] for s in range(100) for m in range(4)}
     assert drawn == {0.5, 0.75, 1.0}
 
 
 def test_stage_stream_continue_offsets_each_stage_by_the_steps_before_it():
-    from neumeta_dist.train import stream_offset
+    from neumeta_dist.training.loop import stream_offset
     repeat, cont = load_config(DEMO), load_config(DEMO, ["train.stage_stream=continue"])
     assert [stream_offset(repeat, k, 300) for k in (1, 2, 3)] == [0, 0, 0]
     assert [stream_offset(cont, k, 300) for k in (1, 2, 3)] == [0, 300, 600]
