@@ -3,7 +3,7 @@ and its training step (method.md §1, style.md's list of what not to do).
 
 What exactly this reproduces, and what it deliberately does not:
 - Coordinates: built per layer by nested Python loops over (out, in) channels, one row per
-  (tensor, out, in) with the same six fields and normalisation as `coords.py` (entry / out /
+  (tensor, out, in) with the same six fields and normalisation as `core/coords.py` (entry / out /
   in divided by n_entries / out_size / fan_in, sizes divided by the normalising width); built
   once per width and cached, as the reference caches its per-width dictionary.
 - INR: one separate MLP module per generated tensor (`nn.Linear` layers: Fourier features

@@ -6,13 +6,13 @@ optimiser — for our loop and the reference-style loop, on synthetic tensors.
 
 Cases: `fmnist-resnet20` (1×28×28, 10 classes) and `imagenet-resnet18` (3×224×224, 1000
 classes). Both generate every layer; a step is `--micro` micro-batches at widths 1, ¼, ½, ¾
-(one of each, the full width first as in train.py), gradients accumulated, then clip by
+(one of each, the full width first as in training/loop.py), gradients accumulated, then clip by
 value, AdamW and the EMA update. The widths repeat every step, so after warm-up both loops
 run from their per-width caches (coordinate tables; the reference's per-width modules).
-Losses: 100·CE + 1·KD(teacher) + reconstruction at full width + 1e-3·Σ‖W‖ (losses.py).
+Losses: 100·CE + 1·KD(teacher) + reconstruction at full width + 1e-3·Σ‖W‖ (recipe/losses.py).
 
 - `ours`: `MetamorphicNet.forward` (one INR call, functional student, ordinary autograd)
-  with the GPU path of execution.py: bf16 autocast, channels-last, fused AdamW, no syncs;
+  with the GPU path of training/execution.py: bf16 autocast, channels-last, fused AdamW, no syncs;
 - `ours_compiled`: the same with `train.compile` (INR trunk and student compiled);
 - `reference`: benchmarks/reference.py — masked per-layer generation, a module per width,
   weights pushed into `param.data`, a second manual backward; fp32, NCHW, AdamW (foreach).

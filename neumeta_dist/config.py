@@ -155,18 +155,18 @@ class SmoothingConfig:
 class MetaConfig:
     """What the INR generates and which channel groups change with the width."""
 
-    generated: str = choice("authors", "blocks", "all", "last_block")  # see recipe.py
+    generated: str = choice("authors", "blocks", "all", "last_block")  # see recipe/stages.py
     scale: str = choice("inner", "all")  # inner: hidden widths of blocks; all: streams too
     min_width: float = num(0.25, "(0, 1]")  # training range, as fractions of the full width
     max_width: float = num(1.0, "(0, 1]")
-    # A discrete training set instead of the continuous range (widths.py): its extremes are
+    # A discrete training set instead of the continuous range (recipe/widths.py): its extremes are
     # min_width and max_width; the widths between them that it leaves out are held out.
     train_widths: list[float] = num([], "(0, 1]")
     # Channel index → coordinate: its position in the current width (NeuMeta), or in the full
-    # width, so narrower networks are the leading channels of wider ones (coords.py)
+    # width, so narrower networks are the leading channels of wider ones (core/coords.py)
     channel_coords: str = choice("relative", "nested")
     # How the student replaces BN: fold + SkipInit α | plain fold | fold + per-width
-    # recalibration | GroupNorm in teacher and student (norms.py: the strategy objects)
+    # recalibration | GroupNorm in teacher and student (models/norms.py: the strategy objects)
     norm: str = choice(*NORMS)
     alpha_init: float = num(0.0, "any")  # SkipInit's residual scale of a newly generated block (0: identity)
     train_head: bool = True  # a classifier that is not generated is trained, shared across widths
@@ -174,7 +174,7 @@ class MetaConfig:
 
 @dataclass
 class RecipeConfig:
-    """The stage plan and how each stage starts (recipe.py, inr_init.py)."""
+    """The stage plan and how each stage starts (recipe/stages.py, recipe/inr_init.py)."""
 
     name: str = "full"  # recorded in results.json: full, neumeta_last_block, no_incremental, ...
     incremental: bool = True  # False: every unit in one stage
@@ -222,7 +222,7 @@ class TrainConfig:
     stage_stream: str = choice("repeat", "continue")
     # The INR call of a step: on every rank, or each rank a slice of the rows (distributed/coordinate_parallel.py)
     generation: str = choice("replicated", "coordinate_parallel")
-    # experiment trackers, Accelerate's names, comma-separated (tracking.py): tensorboard, mlflow, wandb, aim, …
+    # experiment trackers, Accelerate's names, comma-separated (training/tracking.py): tensorboard, mlflow, wandb, aim, …
     log_with: str = "tensorboard"
     lr: float = num(8e-4, "> 0")  # INR
     weight_decay: float = num(1e-4, ">= 0")
@@ -241,11 +241,11 @@ class TrainConfig:
     save_every: int = num(0, ">= 0", "0 = only at the stage end")
     keep_checkpoints: int = num(2, ">= 1")
     # Held-out check of the EMA network every N steps; the best one is the stage's result
-    # (selection.py). 0: the stage's last EMA network.
+    # (training/selection.py). 0: the stage's last EMA network.
     select_every: int = num(0, ">= 0", "0 = the stage's last EMA network")
     resume: str = "auto"  # auto: the newest whole checkpoint of each stage; none: start over; or a checkpoint dir
     teacher_mode: str = choice("replicated", "sharded")  # KD teacher: on every rank, or a ZeRO-3 engine
-    # How the step executes (execution.py); none of these changes what is computed beyond rounding.
+    # How the step executes (training/execution.py); none of these changes what is computed beyond rounding.
     precision: str = choice("fp32", "bf16")  # bf16: autocast; Fourier features and the residual stream stay fp32
     compile: bool = False  # torch.compile of the INR trunk and the functional student (dynamic shapes)
     channels_last: bool = False  # NHWC images and teacher: the tensor cores' native conv layout
@@ -260,14 +260,14 @@ class EvalConfig:
     # protocol's and only its seed command asks for it (docs/protocol.md)
     splits: list[str] = choice_list(["val"], "val", "final")
     use_ema: bool = True
-    # which networks keep their recalibration in <run>/calibration.pt (calibration.py), so that
+    # which networks keep their recalibration in <run>/calibration.pt (evaluation/calibration.py), so that
     # neumeta_dist.load(run).network(w) needs no data: every distinct one, or the evaluated widths'
     calibrate: str = choice("all", "evaluated")
 
 
 @dataclass
 class SlimmableConfig:
-    """The universally slimmable baseline (slimmable.py); the `scratch`/`shared`/`pipeline`
+    """The universally slimmable baseline (baselines/slimmable.py); the `scratch`/`shared`/`pipeline`
     defaults are US-Nets as published, the others put it on the INR's footing (docs/protocol.md)."""
 
     # scratch: random init; teacher: the run's teacher, its scaled channels most important first

@@ -1,4 +1,4 @@
-"""A run directory and the context of a run: the one place that spells either out.
+"""A run directory: the one place that spells out its paths and markers.
 
 Layout of `<run_dir>/` (README, docs/architecture.md):
 
@@ -6,21 +6,21 @@ Layout of `<run_dir>/` (README, docs/architecture.md):
     teacher/checkpoint_<step>/    stage 0 while the teacher trains: atomic checkpoints, as a stage's
     teacher/teacher.pt            stage 0: the BN teacher (state dict, family, test accuracy)
     teacher/reference.pt          stage 0: folded (+ smoothed) weights; stage 0 ends with it
-    teacher/COMPLETE              stage 0's record: the keys, digest and commit that made it (lineage.py)
+    teacher/COMPLETE              stage 0's record: the keys, digest and commit that made it (records/lineage.py)
     stage_<k>/checkpoint_<step>/  atomic checkpoints (checkpoint.py), newest whole one wins
-    stage_<k>/best.pt             the best held-out candidate so far (selection.py)
+    stage_<k>/best.pt             the best held-out candidate so far (training/selection.py)
     stage_<k>/final.pt            the stage's result, written before
-    stage_<k>/COMPLETE            the marker, written last; records what made the stage (lineage.py)
-    evaluations/<time>-<id>.json  one file per evaluation (evaluations.py), never rewritten
+    stage_<k>/COMPLETE            the marker, written last; records what made the stage (records/lineage.py)
+    evaluations/<time>-<id>.json  one file per evaluation (records/evaluations.py), never rewritten
     results.json, results.md, accuracy_vs_compression.png   their merged view
     calibration.pt                the sweep's recalibration of every network: no data needed after it
     tb/<name>/                    TensorBoard scalars (teacher, stage_<k>, eval)
-    slurm/jobs.json               the SLURM chain's state (submit.py)
-    slurm/snapshots/<time>-<sha>/ the code + resolved config a submission's jobs run (snapshot.py)
-    individual.json               the per-width baseline (individual.py)
-    slimmable.pt                  the slimmable baseline's network (slimmable.py)
+    slurm/jobs.json               the SLURM chain's state (cluster/submit.py)
+    slurm/snapshots/<time>-<sha>/ the code + resolved config a submission's jobs run (cluster/snapshot.py)
+    individual.json               the per-width baseline (baselines/individual.py)
+    slimmable.pt                  the slimmable baseline's network (baselines/slimmable.py)
 
-Torch-free (slurm.py and submit.py run it on login nodes and in Submitit's unpickler); what a
+Torch-free (cluster/slurm.py and cluster/submit.py run it on login nodes and in Submitit's unpickler); what a
 run's commands share once its data and family are loaded is training/context.py.
 """
 from __future__ import annotations
@@ -99,7 +99,7 @@ class RunDir:
 
     @property
     def calibration(self) -> Path:
-        """The evaluated networks' recalibration, stored by the sweep (calibration.py)."""
+        """The evaluated networks' recalibration, stored by the sweep (evaluation/calibration.py)."""
         return self.root / "calibration.pt"
 
     @property
@@ -129,7 +129,7 @@ class RunDir:
 
     @property
     def slimmable(self) -> Path:
-        """The slimmable baseline's trained network (slimmable.py)."""
+        """The slimmable baseline's trained network (baselines/slimmable.py)."""
         return self.root / "slimmable.pt"
 
     def stage_complete(self, k: int) -> bool:

@@ -5,7 +5,7 @@ option, a source folder for the shard writer — handed to a real entry point: `
 main, launch/train.py's (`pipeline.main`) or launch/submit.py's (`submit.main`), in process.
 Every one must exit non-zero with exactly one line of error output that names the input (the
 key, option or file, and the value) — never a traceback, never a silent run. The tests after
-the table run the real processes (console script, `accelerate launch`, submit.py without
+the table run the real processes (console script, `accelerate launch`, cluster/submit.py without
 SLURM) and the dry run that must work on a machine without SLURM.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from neumeta_dist.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "blockwise.yaml")
 BIN = Path(sys.executable).parent
-# submit.py counts the plan's stages, which loads the data: the synthetic set, small
+# cluster/submit.py counts the plan's stages, which loads the data: the synthetic set, small
 TINY = ["data.dataset=synthetic", "data.train_limit=64", "data.test_limit=32", "model.width=0.25",
         "recipe.warmup_steps=0", "recipe.units_per_stage=9"]
 ENTRIES: dict[str, Callable[[list[str]], None]] = {"cli": cli.main, "train": pipeline.main, "submit": submit.main}

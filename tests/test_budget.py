@@ -1,4 +1,4 @@
-"""What a width costs (neumeta_dist/budget.py, MACs in models/family.py) and the widest width
+"""What a width costs (neumeta_dist/evaluation/budget.py, MACs in models/family.py) and the widest width
 within a budget — down to `neumeta-dist export --max-params/--max-macs` on a trained run."""
 from __future__ import annotations
 

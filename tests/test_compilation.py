@@ -1,5 +1,5 @@
 """Compiled, the student and the INR trunk make their graphs once: the widths a run samples,
-its evaluation and a partial last batch reuse them (compilation.py).
+its evaluation and a partial last batch reuse them (core/compilation.py).
 
 Dynamo's frontend decides what recompiles, so the backend here is `aot_eager` (AOTAutograd's
 forward and backward tracing, whose guards join the graph's, without Inductor's code

@@ -6,7 +6,7 @@ under DDP and ZeRO-3 also one relaunched on 1 process, then on 2 again (elastic 
 under DDP also the teacher (stage 0) killed mid-epoch and relaunched, and a stage run as two
 machines × one process on localhost, launched as a 2-node SLURM job launches it.
 `NEUMETA_TRACE_DIR` makes every rank record the images it consumed and its final whole
-parameters (neumeta_dist/probe.py). The runs are shared by the tests (module-scoped cache).
+parameters (neumeta_dist/training/probe.py). The runs are shared by the tests (module-scoped cache).
 """
 from __future__ import annotations
 

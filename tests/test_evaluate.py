@@ -1,4 +1,4 @@
-"""accuracy.py, sweep.py, results.py: accuracy, merged networks, the width sweep and its written outputs."""
+"""evaluation/accuracy.py, evaluation/sweep.py, evaluation/results.py: accuracy, merged networks, the width sweep and its written outputs."""
 from __future__ import annotations
 
 import json

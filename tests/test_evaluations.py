@@ -1,4 +1,4 @@
-"""Results only grow (evaluations.py): each evaluation is a file of its own and results.json,
+"""Results only grow (records/evaluations.py): each evaluation is a file of its own and results.json,
 results.md and the plots are the merged view of all of them."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A run directory knows what made it (scopes.py, lineage.py): every config key is classified;
+"""A run directory knows what made it (records/scopes.py, records/lineage.py): every config key is classified;
 a re-run whose config changes a finished artefact's keys stops before any work, in one line;
 `--restart-from k` retrains from k on; evaluation-only changes re-evaluate and say so; and
 results.json records the digest and commit that made each stage."""

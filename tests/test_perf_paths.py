@@ -173,7 +173,7 @@ def test_benchmark_scripts_run_and_write_their_json(tmp_path):
 
 
 def test_a_stage_trains_under_bf16_channels_last_and_fused_settings(tmp_path):
-    """train.py with the GPU-path switches on (as far as a CPU goes): stage 0, then stage 1."""
+    """training/loop.py with the GPU-path switches on (as far as a CPU goes): stage 0, then stage 1."""
     from neumeta_dist.training.pipeline import run
 
     overrides = ["data.dataset=synthetic", "data.train_limit=256", "data.test_limit=64", "data.batch_size=32",

@@ -1,4 +1,4 @@
-"""The stage plan (recipe.py) and how a stage's new heads start (inr_init.py)."""
+"""The stage plan (recipe/stages.py) and how a stage's new heads start (recipe/inr_init.py)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Held-out model selection within a stage (selection.py): the rule, its persistence, and a real
+"""Held-out model selection within a stage (training/selection.py): the rule, its persistence, and a real
 stage whose result is the best-scoring candidate."""
 from __future__ import annotations
 

@@ -51,12 +51,12 @@ def submit(run_dir: Path, *args: str, timeout: float = WAIT_S) -> subprocess.Com
     cmd = [sys.executable, str(ROOT / "launch/submit.py"), "--config", str(ROOT / "configs/blockwise.yaml"),
            "--profile", str(ROOT / "slurm/local.yaml"), *args, *TINY, f"run_dir={run_dir}"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
-    print(f"$ submit.py {' '.join(args)}\n{out.stdout}{out.stderr}")  # the job tables, with pytest -s
+    print(f"$ cluster/submit.py {' '.join(args)}\n{out.stdout}{out.stderr}")  # the job tables, with pytest -s
     return out
 
 
 def tables(stdout: str) -> list[list[dict]]:
-    """Every job table that submit.py printed, as rows."""
+    """Every job table that cluster/submit.py printed, as rows."""
     out = []
     for line in stdout.splitlines():
         parts = re.split(r"\s{2,}", line.strip())
@@ -287,7 +287,7 @@ def test_a_chain_runs_the_code_it_was_submitted_with_though_the_checkout_changes
         time.sleep(0.5)
     broken = 'raise SystemExit("error: the edited checkout ran")\n'
     train_py.write_text(f"import sys\n{broken}")  # what a job reading the checkout now would run
-    pipeline_py = checkout / "neumeta_dist" / "pipeline.py"
+    pipeline_py = checkout / "neumeta_dist" / "training" / "pipeline.py"
     pipeline_py.write_text(pipeline_py.read_text().replace("def main(argv: list[str] | None = None) -> None:\n",
                                                            "def main(argv: list[str] | None = None) -> None:\n    "
                                                            + broken))

@@ -141,7 +141,7 @@ def from_teacher(net: Slimmable, teacher: dict, groups) -> None:
 class _State:
     """The slimmable run's resumable state in `<run_dir>/slimmable/`: `last.pt` (network,
     optimiser, schedule, EMA, step; written atomically every `train.save_every` steps) and the
-    best-on-validation candidate (selection.py's `best.pt`). A file from another config digest
+    best-on-validation candidate (training/selection.py's `best.pt`). A file from another config digest
     is ignored, as a stage's checkpoint is."""
 
     def __init__(self, folder: Path, digest: str):
@@ -315,7 +315,7 @@ def run(cfg: Config, steps: int | None = None) -> dict:
 
 def recipe_name(cfg: Config) -> str:
     """The row's name: `recipe.name` when it names a slimmable variant, and one row per seed of
-    the plain `slimmable` (report.py refuses two runs of one name)."""
+    the plain `slimmable` (evaluation/report.py refuses two runs of one name)."""
     name = cfg.recipe.name if cfg.recipe.name.startswith("slimmable") else "slimmable"
     return f"{name}_seed{cfg.train.seed}" if name == "slimmable" and cfg.train.seed else name
 

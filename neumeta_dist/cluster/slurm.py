@@ -84,7 +84,7 @@ def load_profile(path: str | Path) -> Profile:
 
 def sbatch_parameters(prof: Profile, name: str, dependency: str | None, code: Path = ROOT) -> dict:
     """Submitit's SlurmExecutor parameters of one stage job; `code`: the folder whose package
-    the job runs (a chain's snapshot, snapshot.py)."""
+    the job runs (a chain's snapshot, cluster/snapshot.py)."""
     optional = {"partition": prof.partition, "account": prof.account, "qos": prof.qos,
                 "constraint": prof.constraint, "gpus_per_node": prof.gpus_per_node,
                 "mem": f"{prof.mem_gb:g}G" if prof.mem_gb else None, "dependency": dependency}
@@ -166,7 +166,7 @@ class StageJob(submitit.helpers.Checkpointable):
     stage: int
     overrides: list[str]
     run_dir: str
-    code: str = str(ROOT)  # the chain's snapshot (snapshot.py): its launch/train.py and package run
+    code: str = str(ROOT)  # the chain's snapshot (cluster/snapshot.py): its launch/train.py and package run
 
     def __call__(self) -> dict:
         run = RunDir(self.run_dir)

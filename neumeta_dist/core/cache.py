@@ -4,7 +4,7 @@ For what is built per *set of channel counts* (coordinate tables, segment plans)
 continuous width range has hundreds of such sets (ResNet-18 over widths 0.5–1: 481), a
 count-bounded cache of a few dozen then rebuilds nearly every step, and a ResNet-18 table
 of 46 MB rules out holding every set. A byte budget holds every set of the small networks
-and as many as fit of the large ones; what it drops is rebuilt on the device (coords.py).
+and as many as fit of the large ones; what it drops is rebuilt on the device (core/coords.py).
 """
 from __future__ import annotations
 

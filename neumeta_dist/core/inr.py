@@ -61,7 +61,7 @@ def split_rows(x: torch.Tensor, segments: Sequence[tuple[int, int, int]]) -> tup
 
 
 MATMULS = ("auto", "loop", "grouped")
-PLAN_CACHE_BYTES = 2**28  # segment plans kept per INR, least recently used dropped (cache.py)
+PLAN_CACHE_BYTES = 2**28  # segment plans kept per INR, least recently used dropped (core/cache.py)
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class INR(nn.Module):
 
     def plan(self, segments: Sequence[tuple[int, int, int]], device) -> SegmentPlan:
         """The cached plan of a segment list (a continuous width range has hundreds of
-        tables, a ResNet-18 plan is megabytes: cache.py)."""
+        tables, a ResNet-18 plan is megabytes: core/cache.py)."""
         segments = tuple(segments)
         return self._plans.get((segments, str(device)), lambda: SegmentPlan.build(segments, device))
 
@@ -252,7 +252,7 @@ class INR(nn.Module):
 
 @functools.cache
 def _compiled_trunk(backend: str):
-    """`grouped_trunk` compiled (compilation.py: one graph serves every width), made on first
+    """`grouped_trunk` compiled (core/compilation.py: one graph serves every width), made on first
     use so that importing this module never loads the compiler."""
     return compile_over_widths(grouped_trunk, backend)
 

@@ -35,7 +35,7 @@ from ..models.norms import Norm, norm_strategy
 from ..recipe.stages import metamorphic_groups
 
 
-TABLE_CACHE_BYTES = 2**30  # coordinate tables kept, least recently used dropped (cache.py)
+TABLE_CACHE_BYTES = 2**30  # coordinate tables kept, least recently used dropped (core/cache.py)
 
 
 class MetamorphicNet(nn.Module):
@@ -80,7 +80,7 @@ class MetamorphicNet(nn.Module):
                       backend: str = "inductor") -> "MetamorphicNet":
         """How generation and the student run (never what they compute): the INR's segment
         matmul kernel, and `torch.compile` (with `backend`) of the INR trunk and of the
-        functional student (compilation.py: one graph for every width)."""
+        functional student (core/compilation.py: one graph for every width)."""
         self.inr.set_execution(matmul, compile, backend)
         self.compile_student = backend if compile else None
         return self

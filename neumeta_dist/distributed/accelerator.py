@@ -26,7 +26,7 @@ def make_accelerator():
     if cpu_parallel:
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    # An optimiser step is exactly `train.widths_per_step` micro-batches (train.py; the loops
+    # An optimiser step is exactly `train.widths_per_step` micro-batches (training/loop.py; the loops
     # set the count). By default Accelerate also syncs at the last batch of each pass over a
     # prepared DataLoader: when an epoch is not a multiple of the count, every later step's
     # micro-batches were grouped across two steps, and the half-accumulated gradient at a

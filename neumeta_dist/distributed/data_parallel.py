@@ -58,7 +58,7 @@ def mode(accelerator) -> str:
 
 
 def check_precision(accelerator, precision: str) -> None:
-    """`train.precision` decides the step's precision (execution.py's autocast, and DeepSpeed's
+    """`train.precision` decides the step's precision (training/execution.py's autocast, and DeepSpeed's
     below); the launcher's `--mixed_precision` must be `no` (it then yields) or say the same."""
     if accelerator.mixed_precision not in ("no", precision):
         raise ParallelError(f"accelerate's mixed_precision={accelerator.mixed_precision} disagrees with "

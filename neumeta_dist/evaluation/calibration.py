@@ -3,7 +3,7 @@
 A width decides the generated network only through its rounded channel counts, so a run has
 finitely many distinct networks (at most one per `budget.STEP` of width). What the evaluation
 did to each beyond generating it is data-free (the merged noisy samples use a fixed seed)
-except the per-width recalibration (recalib.py), whose whole dependence on the calibration
+except the per-width recalibration (recipe/recalib.py), whose whole dependence on the calibration
 images is one affine map (a, c) per recalibrated conv channel. The evaluation computes those
 maps once per distinct network — every network of the run (`eval.calibrate: all`) or the
 evaluated widths only — stores them with what else a data-free reader needs (stage, merged

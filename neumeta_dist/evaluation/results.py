@@ -35,6 +35,6 @@ def results_table(r: dict) -> str:
 
 
 def plot(r: dict, path: Path, x: str = "compression") -> None:
-    """One run's accuracy-vs-compression (or -MACs) plot: the evidence plot (report.py) with one curve."""
+    """One run's accuracy-vs-compression (or -MACs) plot: the evidence plot (evaluation/report.py) with one curve."""
     from .report import plot as plot_runs
     plot_runs([r], None, path, x)

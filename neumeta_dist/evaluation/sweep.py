@@ -1,5 +1,5 @@
 """The width sweep: the network generated at each width (merged noisy samples, recalibrated
-when the BN strategy asks for it) and its accuracy; results.py writes what it returns."""
+when the BN strategy asks for it) and its accuracy; evaluation/results.py writes what it returns."""
 from __future__ import annotations
 
 from typing import Callable, Mapping
@@ -32,7 +32,7 @@ def merged_weights(net, fraction: float, samples: int, noise: float, seed: int =
 def network_at(net, fraction: float, samples: int, calib_x: torch.Tensor | None = None,
                targets: dict | None = None) -> dict:
     """The generated tensors evaluated and exported at `fraction`: merged samples, then the
-    per-width recalibration when `calib_x` (a calibration batch) is given (recalib.py);
+    per-width recalibration when `calib_x` (a calibration batch) is given (recipe/recalib.py);
     `targets` (full-width statistics) can be passed to share them across widths."""
     weights = merged_weights(net, fraction, samples, net.coord_noise)
     if calib_x is None:
@@ -60,7 +60,7 @@ def sweep(net, widths: list[float], data, batch_size: int, samples: int,
     given the side of the images, MACs per image) at each width; `describe(width)` adds what
     the width is to training (widths.TrainingWidths.describe: seen, kind, novel_groups).
     `weights_at(width)`, when given, is the network to score at each width (a run's stored
-    networks: calibration.py) instead of `network_at` on `calib_x`."""
+    networks: evaluation/calibration.py) instead of `network_at` on `calib_x`."""
     full = net.params_at(1.0)
     cost = WidthCost.of(net, image_size) if image_size else None
     targets = None

@@ -4,9 +4,9 @@ The teacher's BN is folded into its convs; what the generated student does inste
 property of the strategy, asked where it matters rather than the name being tested there:
 - `family_norm`: the norm layers of the family itself ("batch": BN, folded away; "group":
   GroupNorm(1, C), kept in the student with a generated scale and shift — models/family.py);
-- `skipinit`: a learned SkipInit scale α on every generated residual branch (metamorphic.py);
+- `skipinit`: a learned SkipInit scale α on every generated residual branch (core/metamorphic.py);
 - `recalibrates`: at evaluation each width is recalibrated on a batch of training images
-  (recalib.py), so evaluation draws a calibration batch; `recalib_fixed` extends it from the
+  (recipe/recalib.py), so evaluation draws a calibration batch; `recalib_fixed` extends it from the
   generated convs to the fixed ones (stem, block 0 of each stage), as a slimmable network
   recalibrates every BN layer: their inputs drift too when the generated branches narrow.
 

@@ -66,7 +66,7 @@ def corrections(net, generated: Mapping[str, torch.Tensor], x: torch.Tensor, tar
 
     They are all the recalibration needs to know about the data: `apply_corrections` folds them
     into the tensors without an image, which is how a run keeps every width's recalibration
-    (calibration.py) and a finished run gives the evaluated network with no dataset at hand."""
+    (evaluation/calibration.py) and a finished run gives the evaluated network with no dataset at hand."""
     from .inr_init import subsample_index
 
     targets = targets if targets is not None else full_width_stats(net, x)

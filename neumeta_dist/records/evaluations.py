@@ -4,7 +4,7 @@ results.json, results.md and plots are a merged view regenerated from all of the
 `<run>/evaluations/<UTC time>-<random>.json` holds one evaluation whole: its rows, the
 command, commit, date and config (as results.json always did), plus `evaluation`, how it
 evaluated (`samples`, `use_ema`, `calib_samples`, and `network`: which stage — with the
-digest of the keys that made it, lineage.py — or which `--ckpt` file). Files are never
+digest of the keys that made it, records/lineage.py — or which `--ckpt` file). Files are never
 rewritten, so two evaluations never race on one file, and one that evaluates a single width
 loses none of the others.
 

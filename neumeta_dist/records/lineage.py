@@ -1,7 +1,7 @@
 """A run directory that knows what made it.
 
 The teacher (`teacher/COMPLETE`, written after reference.pt) and every INR stage
-(`stage_<k>/COMPLETE`) record `made_by`: the keys that made them (scopes.py), their digest
+(`stage_<k>/COMPLETE`) record `made_by`: the keys that made them (records/scopes.py), their digest
 and the commit of the code that ran. Before a re-run does any work, `check` compares the
 resolved config with each finished artefact: a change to a key that made one stops the run
 in one line naming the keys, the old and new values and the ways on — a new `run_dir`, or

@@ -38,7 +38,7 @@ def command() -> str:
 
 def commit() -> str:
     """HEAD of the checkout the code runs from, `+dirty` when tracked files differ from it;
-    for code run from a SLURM chain's snapshot (snapshot.py), the commit it was taken at —
+    for code run from a SLURM chain's snapshot (cluster/snapshot.py), the commit it was taken at —
     git there would find whatever repository holds the run directory."""
     submitted = recorded_commit(ROOT)
     if submitted is not None:

@@ -63,7 +63,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "none": (
         "run_dir", "data.download", "data.max_bad_fraction", "teacher.format", "teacher.save_every",
         "train.log_every", "train.save_every", "train.keep_checkpoints", "train.resume", "train.log_with",
-        # the slimmable baseline (slimmable.py) trains its own network in a run of its own,
+        # the slimmable baseline (baselines/slimmable.py) trains its own network in a run of its own,
         # no teacher or INR stage of this one
         "slimmable.init", "slimmable.teacher_kd", "slimmable.batches", "slimmable.budget", "slimmable.lr",
         "slimmable.ema",

@@ -13,7 +13,7 @@ prefix of the epoch's order; a WebDataset stream recomputes its consumed set fro
 replaying the old workers' shuffle buffers on positions (data/stream.py `untrained`), mid-epoch
 too. What still refuses a checkpoint: another config digest and another parallel mode (DDP and
 one process are one mode; ZeRO-2, ZeRO-3 others). The teacher's cosine follows the data
-position, so stage 0 is elastic as well (teacher.py).
+position, so stage 0 is elastic as well (training/teacher.py).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 One object built from `train.precision/compile/channels_last`, so the loop applies the GPU
 path in three calls (`prepare` the network and teacher once, `batch` each input, `autocast`
 around the forward) and the settings never leak into what the step computes:
-- bf16 autocast: the INR's GEMMs (grouped on CUDA, see inr.py) and the student's convs run
+- bf16 autocast: the INR's GEMMs (grouped on CUDA, see core/inr.py) and the student's convs run
   in bf16; Fourier features, the INR's residual stream, losses and the optimiser stay fp32.
 - compile: the INR trunk and the functional student under `torch.compile(dynamic=True)` —
   one graph serves every sampled width instead of a recompile per width.

@@ -1,5 +1,5 @@
 """Training progress on the main process: the trackers' scalars (`train.log_with`,
-tracking.py; TensorBoard by default) and a tqdm bar, and the step logging shared by the
+training/tracking.py; TensorBoard by default) and a tqdm bar, and the step logging shared by the
 teacher's loop, the stage loop and the baselines'."""
 from __future__ import annotations
 

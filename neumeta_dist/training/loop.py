@@ -7,15 +7,15 @@ at that width inside the model's forward and backpropagating CE/KD/reconstructio
 the INR; the optimiser steps once and the EMA follows; then log, validate on the held-out
 split, checkpoint — and the hand-off: `final.pt` and `COMPLETE`, written last.
 
-Stages (recipe.py): stage 0 (teacher.py) trains the teacher and smooths it; stage k ≥ 1
+Stages (recipe/stages.py): stage 0 (training/teacher.py) trains the teacher and smooths it; stage k ≥ 1
 generates the first k units of the plan, starting from stage k−1's selected (EMA) network.
-pipeline.py runs the stages in order; checkpointer.py owns save/resume; trained.py the
+training/pipeline.py runs the stages in order; training/checkpointer.py owns save/resume; training/trained.py the
 queries on finished stages.
 
 Everything random in a step is a function of (seed, step, micro-batch, rank) and the data
 order is a function of (seed, epoch), so a resumed run replays exactly what the
 uninterrupted one would have done — on the same number of processes; on another, it trains the
-rest of the interrupted epoch dealt over its own ranks (checkpointer.py, data/position.py).
+rest of the interrupted epoch dealt over its own ranks (training/checkpointer.py, data/position.py).
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def step_rng(cfg: Config, step: int, micro: int, rank: int) -> tuple[float, torc
 
     Micro-batch 0 is the widest network; with `train.sandwich` micro-batch 1 is the narrowest
     (the sandwich rule of slimmable networks: the extremes bound every width in between);
-    the rest are drawn from the training range or set (widths.py). `step` counts from the
+    the rest are drawn from the training range or set (recipe/widths.py). `step` counts from the
     first stage under `train.stage_stream=continue`. Coordinate-parallel generation needs
     every rank to generate the same network, so there the rank does not enter (as rank 0's).
     """

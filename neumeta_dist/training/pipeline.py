@@ -1,8 +1,8 @@
 """The whole pipeline under Accelerate: teacher → smoothing → INR stages → width sweep.
 
-`run` builds the run context once, runs stage 0 (teacher.py), then every INR stage not yet
-COMPLETE (train.py, in order, each from its predecessor's result), then the width sweep of
-the last one (trained.py). `launch/train.py` and `neumeta-dist train` call `main`.
+`run` builds the run context once, runs stage 0 (training/teacher.py), then every INR stage not yet
+COMPLETE (training/loop.py, in order, each from its predecessor's result), then the width sweep of
+the last one (training/trained.py). `launch/train.py` and `neumeta-dist train` call `main`.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from .trained import evaluate_run
 
 def run(cfg: Config, only_stage: int | None = None, restart_from: int | None = None) -> dict | None:
     """The whole plan (skipping COMPLETE stages), or only `only_stage` (0 = the teacher);
-    `restart_from`: first delete artefact k and every later one (lineage.py)."""
+    `restart_from`: first delete artefact k and every later one (records/lineage.py)."""
     set_threads()
     accelerator = make_accelerator()
     seed_everything(cfg.train.seed)

@@ -5,7 +5,7 @@ imported from a model zoo by `teacher.checkpoint` is stored here once scored) an
 `reference.pt` (folded + permuted weights that the INR reconstructs and that fill every
 layer it does not generate, with the permutations and total-variation numbers).
 
-While it trains, the teacher checkpoints like an INR stage (checkpointer.py, in
+While it trains, the teacher checkpoints like an INR stage (training/checkpointer.py, in
 `teacher/checkpoint_<step>/`): every `teacher.save_every` steps, at every epoch end, and at
 the next step boundary after SIGUSR2/SIGTERM (then it exits 75, distributed/preemption.py).
 A checkpoint holds the prepared network and SGD momentum (`accelerator.save_state`, RNG
@@ -117,7 +117,7 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, che
 
     With `checkpoints` (the teacher's: `<run>/teacher/`) the training checkpoints there, stops
     on SIGUSR2/SIGTERM and resumes from there (module docstring); without (the per-width
-    baseline, individual.py) it runs start to end.
+    baseline, baselines/individual.py) it runs start to end.
     """
     tc, callback = cfg.teacher, callback or Callback()
     ex = Execution.from_config(cfg.train)  # the stages' precision and layout (not compiled: one fixed shape)

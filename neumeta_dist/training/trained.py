@@ -85,7 +85,7 @@ def measure_calibration(ctx: RunContext, net: MetamorphicNet, stage: int, final:
 def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> dict:
     """Width sweep of the last complete stage (or of `result`, a consolidated checkpoint);
     writes its own file under evaluations/ and regenerates results.{json,md} and the plots
-    from every evaluation of the run (evaluations.py). Returns this evaluation's results."""
+    from every evaluation of the run (records/evaluations.py). Returns this evaluation's results."""
     cfg, reference = ctx.cfg, ctx.reference
     net, done = result_network(ctx, result)
     net = net.to(accelerator.device)
