@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from neumeta_dist.evaluation.accuracy import accuracy
 from neumeta_dist.evaluation.calibration import MissingCalibration
 from neumeta_dist.config import load_config
 from neumeta_dist.data import load_splits
+from neumeta_dist.distributed.preemption import SIGNALS
 from neumeta_dist.evaluation.export import materialise
 from neumeta_dist.evaluation.sweep import merged_weights
 
@@ -44,8 +46,11 @@ def finished(tmp_path_factory):
         pytest.skip("Fashion-MNIST is not installed (make data)")
     root = tmp_path_factory.mktemp("api")
     data = _data_folder(root / "fashion-mnist")
+    handlers = {s: signal.getsignal(s) for s in SIGNALS}
     run = nd.train(ROOT / "configs/demo.yaml", [*TINY, f"data.root={data}", f"run_dir={root / 'run'}"])
     assert isinstance(run, nd.Run)
+    # the teacher and the stage watched SLURM's signals while they trained; a script keeps its own after
+    assert {s: signal.getsignal(s) for s in SIGNALS} == handlers
     cfg = load_config(root / "run" / "config.yaml")
     test = load_splits(cfg.data, cfg.train.seed).test
     shutil.rmtree(data)

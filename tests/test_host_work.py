@@ -168,6 +168,21 @@ def test_with_several_processes_only_a_polling_step_asks_the_other_ranks():
         stop.requested(accelerator, poll=True)
 
 
+def test_watching_for_preemption_records_the_first_signal_and_gives_the_handlers_back():
+    import os
+    import signal
+
+    from neumeta_dist.distributed.preemption import SIGNALS, Preemption
+
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    with Preemption.watch() as stop:
+        os.kill(os.getpid(), signal.SIGUSR2)  # Submitit's warning before the time limit, then SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signum == signal.SIGUSR2
+        assert stop.requested(SimpleNamespace(num_processes=1))
+    assert {s: signal.getsignal(s) for s in SIGNALS} == before
+
+
 def test_coordinate_parallel_generation_reads_back_its_table_check_once_per_width(tiny_resnet20, tmp_path):
     """The check that every rank cuts the same table gathers at every call (every rank must
     call the same collectives) but waits for the answer only at a width's first table."""

@@ -21,18 +21,33 @@ EXIT_STATUS = 75  # EX_TEMPFAIL: stopped on request, resumable from the checkpoi
 
 
 class Preemption:
-    """The signal received since `watch` (0: none)."""
+    """The signal received since `watch` (0: none). A context manager: leaving it gives the
+    signals back to the handlers they had before, so a script that trains through the API
+    (`nd.train`) is still ended by SIGTERM once the stage is over."""
 
     def __init__(self) -> None:
         self.signum = 0
+        self._previous: dict[int, object] = {}
 
     @classmethod
     def watch(cls) -> "Preemption":
         flag = cls()
         if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
             for s in SIGNALS:
+                flag._previous[s] = signal.getsignal(s)
                 signal.signal(s, flag._record)
         return flag
+
+    def release(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        self._previous = {}
+
+    def __enter__(self) -> "Preemption":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
     def _record(self, signum: int, frame) -> None:
         self.signum = self.signum or signum  # the first one says why (SIGUSR2 is followed by SIGTERM)

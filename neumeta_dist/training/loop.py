@@ -83,11 +83,16 @@ def lr_lambda(cfg: Config, total: int):
 def train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None = None,
                 callback: Callback | None = None) -> dict:
     """Train (or resume) stage k; writes `final.pt` and `COMPLETE` last."""
+    with preemption.Preemption.watch() as stop:  # a SLURM signal stops the stage at a step boundary
+        return _train_stage(ctx, accelerator, k, teacher, callback, stop)
+
+
+def _train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None, callback: Callback | None,
+                 stop: preemption.Preemption) -> dict:
     t0 = time.perf_counter()
     cfg, tc, stage, sdir = ctx.cfg, ctx.cfg.train, ctx.stages[k - 1], ctx.stage_dir(k)
     micro_batches, callback = tc.widths_per_step, callback or Callback()
     parallel.configure(accelerator, micro_batches, tc.grad_clip, tc.clip_mode, cfg.data.batch_size, tc.precision)
-    stop = preemption.Preemption.watch()  # from here a SLURM signal stops the stage at a step boundary
     checkpointer = Checkpointer(cfg, accelerator, sdir)
     resume_from = checkpointer.find_resume_point()
     # On the accelerator before the warm-up: it is thousands of small INR steps.

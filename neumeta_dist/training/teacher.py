@@ -18,6 +18,7 @@ stage's result.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -119,6 +120,13 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, che
     on SIGUSR2/SIGTERM and resumes from there (module docstring); without (the per-width
     baseline, baselines/individual.py) it runs start to end.
     """
+    watch = preemption.Preemption.watch() if checkpoints is not None else contextlib.nullcontext()
+    with watch as stop:
+        return _fit(model, cfg, accelerator, splits, name, checkpoints, callback, stop)
+
+
+def _fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, checkpoints: Path | None,
+         callback: Callback | None, stop: "preemption.Preemption | None") -> tuple[Teacher, float]:
     tc, callback = cfg.teacher, callback or Callback()
     ex = Execution.from_config(cfg.train)  # the stages' precision and layout (not compiled: one fixed shape)
     ex.layout(model)
@@ -128,7 +136,7 @@ def fit(model: Teacher, cfg: Config, accelerator, splits: Splits, name: str, che
                        precision=cfg.train.precision)
     template = copy.deepcopy(model)
     model, opt = accelerator.prepare(model, opt)
-    saver = _Checkpoints(cfg, accelerator, checkpoints) if checkpoints is not None else None
+    saver = _Checkpoints(cfg, accelerator, checkpoints, stop) if checkpoints is not None else None
     start = saver.find_resume_step() if saver else 0
     # the batches of the epoch consumed (on any number of processes) are skipped
     data = train_batches(cfg, accelerator, splits.train, (saver and saver.resume_position()) or start)
@@ -177,10 +185,9 @@ class _Checkpoints:
     """The teacher's checkpoint policy over the stage Checkpointer: when to save, and the stop
     on a scheduler's signal (watched from the start of the training)."""
 
-    def __init__(self, cfg: Config, accelerator, stage_dir: Path):
-        self.cfg, self.accelerator = cfg, accelerator
+    def __init__(self, cfg: Config, accelerator, stage_dir: Path, stop: preemption.Preemption):
+        self.cfg, self.accelerator, self.stop = cfg, accelerator, stop
         self.checkpointer = Checkpointer(cfg, accelerator, stage_dir, micro_batches=1)
-        self.stop = preemption.Preemption.watch()
 
     def find_resume_step(self) -> int:
         self.checkpointer.find_resume_point()
