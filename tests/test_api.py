@@ -73,7 +73,10 @@ def test_nd_train_is_the_function_after_the_stage_loop_is_imported():
 def test_a_finished_run_gives_the_evaluated_network_at_every_width_without_its_data(finished, no_data):
     run_dir, test = finished
     run = nd.load(run_dir)
-    evaluated = json.loads((run_dir / "results.json").read_text())["widths"]
+    results = json.loads((run_dir / "results.json").read_text())
+    evaluated = results["widths"]
+    storage = results["storage"]  # what the INR row keeps to emit every width, beside each network
+    assert storage["inr"] > 0 and storage["total"] == storage["inr"] + storage["fixed"] + storage["alphas"]
     assert [(w.width, w.kind) for w in run.widths] == [(r["width"], r["kind"]) for r in evaluated]
     for w in run.widths:
         net = run.network(width=w.width)

@@ -11,7 +11,7 @@ from neumeta_dist.core.inr import INR, SegmentPlan, fourier_features, grouped_se
 from neumeta_dist.models.registry import build_family
 from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
 
-from conftest import make_net
+from conftest import make_net, random_bn_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -108,6 +108,17 @@ def test_last_block_generates_only_the_last_block_and_keeps_the_teacher_elsewher
     assert all(net.sizes(0.5)[g] == n for g, n in family.full_sizes().items() if g != hidden)
     logits, _ = net(torch.randn(2, 1, 16, 16), 0.5)
     assert logits.shape == (2, 10)
+
+
+def test_storage_counts_the_inr_and_exactly_the_teacher_tensors_it_does_not_generate(tiny_resnet20):
+    everything = sum(t.numel() for t in random_bn_teacher(tiny_resnet20).folded().values())
+    for generated in ("all", "last_block"):
+        net = make_net(tiny_resnet20, generated)
+        made = sum(net.reference(n).numel() for n in net.generated_names())
+        got = net.storage()
+        assert got["inr"] == sum(p.numel() for p in net.inr.parameters()) > 0
+        assert got["fixed"] == everything - made and got["total"] == got["inr"] + got["fixed"] + got["alphas"]
+    assert make_net(tiny_resnet20, "all").storage()["fixed"] == 0
 
 
 def test_loss_on_generated_weights_reaches_every_used_head_and_only_those(tiny_resnet20):

@@ -158,6 +158,16 @@ class MetamorphicNet(nn.Module):
     def reference(self, name: str) -> torch.Tensor:
         return getattr(self, _buf(name))
 
+    def storage(self) -> dict[str, int]:
+        """Parameters the metamorphic network keeps to emit every width: the INR's, the tensors
+        it does not generate (the teacher's fixed layers at full width, a trained head), and its
+        own scalars (SkipInit α). results.json puts them beside each width's network."""
+        generated = set(self.generated_names())
+        fixed = sum(self.fixed(n).numel() for n in self.reference_names() if n not in generated)
+        inr = sum(p.numel() for p in self.inr.parameters())
+        alphas = sum(p.numel() for p in self.alpha.parameters())
+        return {"inr": inr, "fixed": fixed, "alphas": alphas, "total": inr + fixed + alphas}
+
     def reference_names(self) -> list[str]:
         return [n for l in self.family.layers for n in l.tensor_names()]
 

@@ -101,6 +101,7 @@ def evaluate_run(ctx: RunContext, accelerator, result: dict | None = None) -> di
                "widths": rows, "dataset": ctx.splits.name, "model": ctx.family.name, "recipe": cfg.recipe.name,
                "stages_completed": done, "stages_planned": len(ctx.stages),
                "generated_layers": net.generated_names(),
+               "storage": net.storage(),  # parameters the INR row keeps to emit every width
                # the digest of the keys and the commit that made the teacher and each stage
                "made_by": lineage.summary(ctx.run, done),
                "smoothing": {"tv_before": reference.get("tv_before"), "tv_after": reference.get("tv_after")},
