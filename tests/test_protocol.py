@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from neumeta_dist.evaluation.protocol import Interval, Seeds, endpoints, t975
+from neumeta_dist.evaluation.protocol import Interval, Seeds, endpoints, once_table, t975
 
 WIDTHS = {0.25: "outside", 0.5: "trained", 0.625: "held_out", 0.75: "trained", 1.0: "trained"}
 
@@ -82,3 +82,16 @@ def test_report_protocol_writes_the_page_and_its_plot(tmp_path):
     text = out.read_text()
     assert "Split: **final**" in text and "| one_stage (0,1) | 0.9005 ± 0.0007 |" in text
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_once_rows_are_tabled_on_the_asked_split_with_the_inr_storage_beside_them(tmp_path):
+    once = tmp_path / "once"
+    once.mkdir()
+    (once / "neumeta.json").write_text(json.dumps({"storage": {"inr": 1000, "fixed": 234, "alphas": 0, "total": 1234},
+        "widths": [{"width": 0.5, "accuracy": 0.7, "by_split": {"val": 0.71, "final": 0.72, "test": 0.7}}]}))
+    (once / "individual_0.5_0.75.json").write_text(json.dumps(
+        {"widths": [{"width": 0.75, "accuracy": 0.9, "by_split": {"final": 0.91}}]}))
+    text = once_table(tmp_path, "final", {0.5: "trained", 0.75: "trained"})
+    assert "| neumeta | 0.7200 | – | 1,234 (1,000 INR) |" in text
+    assert "| individual_0.5_0.75 | – | 0.9100 | – |" in text
+    assert once_table(tmp_path / "nothing", "final", {0.5: "trained"}) == ""

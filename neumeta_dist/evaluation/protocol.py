@@ -246,11 +246,37 @@ def plot(seeds: Seeds, path: Path) -> None:
     plt.close(fig)
 
 
+def once_table(root: Path, split: str, kinds: dict[float, str]) -> str:
+    """The once-only rows (`once/<row>.json`, launch/protocol_once.sh: seed 0), secondary:
+    accuracy per width on `split`, and the INR's storage where the row records it."""
+    paths = sorted((Path(root) / "once").glob("*.json"))
+    if not paths:
+        return ""
+    widths = sorted(kinds)
+    mark = {"trained": "", "held_out": "†", "outside": "*"}
+    lines = [f"Once (seed 0, secondary; `launch/protocol_once.sh`), split **{split}**; storage: the "
+             "parameters an INR row keeps to emit every width (INR + the tensors it does not generate).", "",
+             "| row | " + " | ".join(f"w={w:g}{mark[kinds[w]]}" for w in widths) + " | storage |",
+             "|" + "---|" * (len(widths) + 2)]
+    for path in paths:
+        r = json.loads(path.read_text())
+        acc = {w["width"]: w.get("by_split", {}).get(split, w["accuracy"] if split == "test" else None)
+               for w in r["widths"]}
+        st = r.get("storage")
+        cells = [f"{acc[w]:.4f}" if acc.get(w) is not None else "–" for w in widths]
+        lines.append(f"| {path.stem} | " + " | ".join(cells)
+                     + (f" | {st['total']:,} ({st['inr']:,} INR) |" if st else " | – |"))
+    return "\n".join(lines) + "\n"
+
+
 def write(root: Path, out: Path, split: str = "final") -> str:
-    """The page's generated part (table, differences, endpoints) and the plot beside `out`."""
+    """The page's generated part (table, differences, endpoints, the once rows) and the plot
+    beside `out`."""
     seeds = Seeds(root, split)
     if not seeds.seeds("one_stage"):
         raise FileNotFoundError(f"{root} holds no seed<s>/one_stage.json: run launch/protocol_seed.sh first")
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(seeds, out.with_suffix(".png"))
-    return table(seeds) + f"\n![accuracy against width]({out.with_suffix('.png').name})\n"
+    once = once_table(root, split, seeds.kinds())
+    return (table(seeds) + (f"\n{once}" if once else "")
+            + f"\n![accuracy against width]({out.with_suffix('.png').name})\n")
