@@ -120,7 +120,7 @@ needed["accelerate.utils.GradientAccumulationPlugin(sync_with_dataloader)"] = (
 missing = [n for n, v in needed.items() if v is None]
 for n in missing:
     print("MISSING", n)
-import neumeta_dist.train  # the package imports under this torch
+import neumeta_dist.training.loop  # the package imports under this torch
 print("preflight:", "ok" if not missing else f"{len(missing)} missing API(s)")
 sys.exit(1 if missing else 0)
 PY
