@@ -22,15 +22,15 @@ from typing import Sequence
 import torch
 
 from . import checkpoint as ckpt
+from .config import Config, load_config
+from .core.metamorphic import MetamorphicNet
 from .evaluation.budget import WidthCost
 from .evaluation.calibration import Calibration, MissingCalibration
-from .config import Config, load_config
 from .evaluation.export import FORMATS, PlainNet, materialise, write
-from .core.metamorphic import MetamorphicNet
 from .models.registry import family_from_dict
 from .recipe.stages import stage_plan
-from .training.context import RunContext
 from .run import RunDir
+from .training.context import RunContext
 
 
 @dataclass(frozen=True)

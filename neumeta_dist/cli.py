@@ -84,8 +84,8 @@ def cmd_config(args) -> None:
 
 
 def cmd_individual(args) -> None:
-    from .config import load_config
     from .baselines.individual import train_individual
+    from .config import load_config
 
     cfg = load_config(args.config, args.overrides)
     widths = args.widths or cfg.eval.widths
@@ -94,9 +94,9 @@ def cmd_individual(args) -> None:
 
 
 def cmd_slimmable(args) -> None:
+    from .baselines.slimmable import run
     from .config import load_config
     from .evaluation.results import results_table
-    from .baselines.slimmable import run
 
     results = run(load_config(args.config, args.overrides), args.steps or None)
     print(results_table(results))

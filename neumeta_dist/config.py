@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -12,8 +12,8 @@ import torch
 
 from neumeta_dist.config import INRConfig
 from neumeta_dist.core.metamorphic import MetamorphicNet
-from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import Teacher
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.recipe.stages import generated_layers
 
 
@@ -221,8 +221,8 @@ def train_tiny_run(run_dir, *overrides: str):
     import os
     from pathlib import Path
 
-    from neumeta_dist.training import pipeline
     from neumeta_dist.config import load_config
+    from neumeta_dist.training import pipeline
 
     os.environ.setdefault("NEUMETA_NO_BAR", "1")
     root = Path(__file__).resolve().parents[1]

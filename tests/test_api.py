@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import neumeta_dist as nd
-from neumeta_dist.evaluation.accuracy import accuracy
-from neumeta_dist.evaluation.calibration import MissingCalibration
 from neumeta_dist.config import load_config
 from neumeta_dist.data import load_splits
 from neumeta_dist.distributed.preemption import SIGNALS
+from neumeta_dist.evaluation.accuracy import accuracy
+from neumeta_dist.evaluation.calibration import MissingCalibration
 from neumeta_dist.evaluation.export import materialise
 from neumeta_dist.evaluation.sweep import merged_weights
 

@@ -22,9 +22,9 @@ from typing import Callable
 import pytest
 
 from neumeta_dist import cli
-from neumeta_dist.training import pipeline
 from neumeta_dist.cluster import submit
 from neumeta_dist.config import load_config
+from neumeta_dist.training import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "blockwise.yaml")
@@ -349,8 +349,9 @@ def test_a_bad_input_is_refused_in_one_line_naming_it(row, inputs, capsys):
 
 def test_every_numeric_config_and_profile_key_declares_its_range():
     import dataclasses
-    from neumeta_dist.config import Config
+
     from neumeta_dist.cluster.slurm import Profile
+    from neumeta_dist.config import Config
 
     def numeric(obj, prefix=""):
         for f in dataclasses.fields(obj):

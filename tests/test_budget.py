@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import make_net
+from test_zoo import CifarResNet, _randomised
 from torch.utils.flop_counter import FlopCounterMode
 
 from neumeta_dist.evaluation.budget import STEP, WidthCost
 from neumeta_dist.evaluation.export import load_exported, materialise
-from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import layer_areas, mac_count
-
-from conftest import make_net
-from test_zoo import CifarResNet, _randomised
+from neumeta_dist.models.registry import build_family
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,13 +11,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import free_port
 
 from neumeta_dist import checkpoint as ckpt
-from neumeta_dist.training.checkpointer import Checkpointer
 from neumeta_dist.config import load_config
 from neumeta_dist.data.position import DataPosition
-
-from conftest import free_port
+from neumeta_dist.training.checkpointer import Checkpointer
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_net
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from neumeta_dist.models.registry import build_family
-
-from conftest import make_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

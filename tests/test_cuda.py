@@ -30,12 +30,11 @@ import shutil
 
 import pytest
 import torch
-
-from neumeta_dist.models.registry import build_family
-
 from conftest import make_net
 from test_distributed import _final, launch
 from test_perf_paths import _assert_close, _randomise_scales
+
+from neumeta_dist.models.registry import build_family
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (pytest -m cuda)")]

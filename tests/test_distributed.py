@@ -27,8 +27,8 @@ from neumeta_dist.training.probe import read_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-from test_pipeline import TINY  # noqa: E402
 from conftest import free_port  # noqa: E402
+from test_pipeline import TINY  # noqa: E402
 
 MODES = ("ddp", "zero2", "zero3")
 # SkipInit leaves the α of blocks a stage does not generate unused (frozen, partitioned under
@@ -231,10 +231,11 @@ def _trace(run: Path, rank: int, folder: str = "trace") -> dict[tuple[int, int, 
 def _task_loss(run: Path, state: dict) -> float:
     """Full-width cross-entropy of the network `state` generates, on 512 fixed training images."""
     import torch.nn.functional as F
+
     from neumeta_dist import checkpoint as ckpt
     from neumeta_dist.data import load_splits
-    from neumeta_dist.training.context import family_from_config
     from neumeta_dist.recipe.stages import stage_plan
+    from neumeta_dist.training.context import family_from_config
     from neumeta_dist.training.trained import build_net
 
     cfg = load_config(run / "config.yaml")

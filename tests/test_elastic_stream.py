@@ -16,12 +16,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_stream import _data, _truncate, _write
 
 from neumeta_dist.data import load_splits
 from neumeta_dist.data.position import DataPosition
 from neumeta_dist.data.stream import RankStream
 from neumeta_dist.training.probe import read_trace
-from test_stream import _data, _truncate, _write
 
 BATCH = 4
 
@@ -139,6 +139,7 @@ TEACHER = ["data.image_size=32", "data.batch_size=8", "data.eval_batch_size=64",
 
 def _grey_shards(root: Path, per_class: int) -> Path:
     from PIL import Image
+
     from neumeta_dist.data.shards import write_dataset
     levels = iter(range(0, 256, 2))
     for split, count in (("train", per_class), ("val", 2)):

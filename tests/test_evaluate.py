@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_net
 from torch.utils.data import TensorDataset
 
 from neumeta_dist.evaluation.accuracy import accuracy
 from neumeta_dist.evaluation.results import results_table, write_results
 from neumeta_dist.evaluation.sweep import merged_weights, sweep
 from neumeta_dist.models.family import parameter_count
-
-from conftest import make_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

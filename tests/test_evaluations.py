@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import TINY_RUN, TINY_RUN_CONFIG, train_tiny_run
 
 from neumeta_dist import cli
 from neumeta_dist.training import pipeline
-
-from conftest import TINY_RUN, TINY_RUN_CONFIG, train_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

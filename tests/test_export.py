@@ -9,11 +9,10 @@ import sysconfig
 
 import pytest
 import torch
+from conftest import make_net
 
 from neumeta_dist.evaluation.export import PlainNet, load_exported, materialise, save_exported, write
 from neumeta_dist.models.registry import build_family
-
-from conftest import make_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,10 +77,11 @@ def test_exported_network_of_a_partial_stage_matches_the_stage_network(tmp_path,
 
 def test_exported_network_uses_the_trained_classifier_copy(tmp_path, tiny_resnet20):
     """With `train_head`, the classifier is a trained parameter, not the teacher's."""
+    from conftest import random_bn_teacher
+
     from neumeta_dist.config import INRConfig
     from neumeta_dist.core.metamorphic import MetamorphicNet
     from neumeta_dist.recipe.stages import generated_layers
-    from conftest import random_bn_teacher
 
     reference = random_bn_teacher(tiny_resnet20).folded()
     net = MetamorphicNet(tiny_resnet20, reference, generated_layers(tiny_resnet20, "last_block"),

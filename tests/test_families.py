@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import neumeta_dist as nd
-from neumeta_dist.models.registry import register_family
 from neumeta_dist.models.family import CLASSES, IMAGE, Block, Layer, scale_sizes
+from neumeta_dist.models.registry import register_family
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]

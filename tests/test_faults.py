@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN, TINY_RUN_CONFIG, refused_in_one_line, train_tiny_run
 
 from neumeta_dist import checkpoint as ckpt
 from neumeta_dist.training import pipeline
-
-from conftest import TINY_RUN, TINY_RUN_CONFIG, refused_in_one_line, train_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = 4096

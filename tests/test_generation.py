@@ -14,14 +14,18 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-from neumeta_dist.config import ConfigError, LossConfig, load_config
-from neumeta_dist.recipe.losses import step_losses
-from neumeta_dist.models.registry import build_family
-from neumeta_dist.distributed.coordinate_parallel import generation_strategy, replicated, row_ranges, slice_segments
-
 from conftest import free_port, make_net
 from test_pipeline import BIN, ROOT, TINY, _env
+
+from neumeta_dist.config import ConfigError, LossConfig, load_config
+from neumeta_dist.distributed.coordinate_parallel import (
+    generation_strategy,
+    replicated,
+    row_ranges,
+    slice_segments,
+)
+from neumeta_dist.models.registry import build_family
+from neumeta_dist.recipe.losses import step_losses
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,16 +18,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import HostWork, make_net
 
-from neumeta_dist.training import probe
 from neumeta_dist.config import load_config
 from neumeta_dist.core.coords import build_table
-from neumeta_dist.recipe.losses import step_losses
-from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import Teacher
+from neumeta_dist.models.registry import build_family
+from neumeta_dist.recipe.losses import step_losses
 from neumeta_dist.recipe.widths import TrainingWidths
-
-from conftest import HostWork, make_net
+from neumeta_dist.training import probe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,7 +87,6 @@ def _ddp_rank(rank: int, port: int, run_dir: str) -> None:
 def test_ddp_stage_steps_between_log_steps_read_nothing_back_either(tmp_path, monkeypatch):
     """Two processes (gloo): the preemption flag is all-reduced and read back at log steps only."""
     import torch.multiprocessing as mp
-
     from conftest import free_port
 
     _stage_windows(tmp_path, (0,), monkeypatch)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from neumeta_dist.config import load_config
 from neumeta_dist.baselines.individual import train_individual
+from neumeta_dist.config import load_config
 from neumeta_dist.models.family import parameter_count
 from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
 from neumeta_dist.training.context import RunContext

@@ -6,12 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_net, random_bn_teacher
 
 from neumeta_dist.core.inr import INR, SegmentPlan, fourier_features, grouped_segment_mm
 from neumeta_dist.models.registry import build_family
 from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
-
-from conftest import make_net, random_bn_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

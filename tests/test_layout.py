@@ -3,9 +3,8 @@ every import goes down the declared layers; the module map in the README and
 docs/architecture.md is the one the tree gives."""
 import ast
 
-import pytest
-
 import layout
+import pytest
 
 
 def test_the_import_graph_has_no_circle_counting_lazy_and_type_checking_imports():

@@ -4,18 +4,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import random_bn_teacher
 
 from neumeta_dist.config import INRConfig, load_config
-from neumeta_dist.evaluation.export import PlainNet, load_exported, save_exported
 from neumeta_dist.core.metamorphic import MetamorphicNet
-from neumeta_dist.models.registry import family_from_dict
-from neumeta_dist.models.lenet import LeNetFamily
-from neumeta_dist.models.registry import build_family
-from neumeta_dist.models.family import Teacher, apply_layer, parameter_count
-from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
 from neumeta_dist.core.smoothing import smooth, total_variation
-
-from conftest import random_bn_teacher
+from neumeta_dist.evaluation.export import PlainNet, load_exported, save_exported
+from neumeta_dist.models.family import Teacher, apply_layer, parameter_count
+from neumeta_dist.models.lenet import LeNetFamily
+from neumeta_dist.models.registry import build_family, family_from_dict
+from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist_lenet.yaml"
 CONVS = {"c1", "c2", "c3"}

@@ -9,12 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from neumeta_dist.training import pipeline
-from neumeta_dist.records import scopes
-from neumeta_dist.config import Config, load_config
-
 from conftest import TINY_RUN, TINY_RUN_CONFIG, refused_in_one_line, train_tiny_run
+
+from neumeta_dist.config import Config, load_config
+from neumeta_dist.records import scopes
+from neumeta_dist.training import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / TINY_RUN_CONFIG)

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from neumeta_dist.models.registry import build_family
+from conftest import random_bn_teacher
 
 from neumeta_dist.models.family import Teacher, apply_layer, parameter_count
-
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.resnet import FAMILIES
-
-from conftest import random_bn_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from neumeta_dist.recipe.inr_init import subsample_index
-from neumeta_dist.models.family import apply_layer
-from neumeta_dist.recipe.recalib import channel_stats, layer_stats, recalibrate
-
 from conftest import make_net
+
+from neumeta_dist.models.family import apply_layer
+from neumeta_dist.recipe.inr_init import subsample_index
+from neumeta_dist.recipe.recalib import channel_stats, layer_stats, recalibrate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,16 +14,15 @@ import json
 
 import pytest
 import torch
+from conftest import make_net
 
 from benchmarks import generation, train_step
 from benchmarks.reference import ReferenceGenerator, ReferenceINR
 from neumeta_dist.config import ConfigError, load_config
-from neumeta_dist.training.execution import Execution
 from neumeta_dist.core.inr import INR
-from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import Teacher
-
-from conftest import make_net
+from neumeta_dist.models.registry import build_family
+from neumeta_dist.training.execution import Execution
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

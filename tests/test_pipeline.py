@@ -134,6 +134,7 @@ def test_eval_of_a_run_trained_with_an_external_teacher_reads_teacher_checkpoint
     """A run started with `teacher.checkpoint=…` has no teacher.pt of its own (launch/evidence.sh
     rows): eval finds the teacher where training did and scores as the run itself did."""
     import shutil
+
     import yaml
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -206,6 +207,7 @@ def test_teacher_stopped_by_sigterm_exits_75_and_resumes_to_the_uninterrupted_te
     ends with the uninterrupted run's teacher, bitwise. One process started directly, as srun
     or torchrun start a rank, so that the status seen is its own."""
     from conftest import deadline
+
     from neumeta_dist.distributed.preemption import EXIT_STATUS
 
     run_dir = tmp_path / "run"

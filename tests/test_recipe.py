@@ -5,12 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from neumeta_dist.recipe.inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
-from neumeta_dist.models.registry import build_family
-from neumeta_dist.recipe.stages import describe, matching_layers, plan, units
-
 from conftest import make_net
+
+from neumeta_dist.models.registry import build_family
+from neumeta_dist.recipe.inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
+from neumeta_dist.recipe.stages import describe, matching_layers, plan, units
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

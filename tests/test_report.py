@@ -51,6 +51,7 @@ def test_write_report_copies_each_json_beside_the_table_and_plots(tmp_path):
 
 def test_the_plot_takes_macs_on_its_x_axis_and_refuses_rows_without_them(tmp_path):
     import pytest
+
     from neumeta_dist.evaluation.report import plot
     r = _row("full", KINDS, [0.5, 0.8, 0.9])
     with pytest.raises(ValueError, match="full results have no macs per width.*re-run `neumeta-dist eval`"):

@@ -8,19 +8,17 @@ unsafe way, so a harmless payload cannot make the others pass."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN, TINY_RUN_CONFIG, refused_in_one_line, train_tiny_run
 
 from neumeta_dist import checkpoint as ckpt
 from neumeta_dist import cli
 from neumeta_dist.training import pipeline
-
-from conftest import TINY_RUN, TINY_RUN_CONFIG, refused_in_one_line, train_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / TINY_RUN_CONFIG)
@@ -132,6 +130,7 @@ def test_cifar_archive_that_needs_code_is_refused_by_training_and_shards(tmp_pat
 def test_a_real_cifar_archive_layout_still_loads(tmp_path):
     """The restricted reader admits what the official archives hold: arrays, lists, dicts, bytes."""
     import numpy as np
+
     from neumeta_dist.data.sources import _read_cifar_pickle
     rng = np.random.default_rng(0)
     batch = {b"batch_label": b"training batch 1 of 5", b"labels": [3, 1],

@@ -6,10 +6,10 @@ import shutil
 
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_pipeline import run  # noqa: F401
+from test_pipeline import train  # noqa: F401  (the module's `run` fixture is imported below)
 
 from neumeta_dist.training.selection import BEST, Selection, score
-from test_pipeline import train  # noqa: F401  (the module's `run` fixture is imported below)
-from test_pipeline import run  # noqa: F401
 
 
 def _cand(v: float) -> dict:

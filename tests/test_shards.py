@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_image_folder
+
 from neumeta_dist.data.shards import ShardError, in_holdout, read_index, read_samples, write_dataset
 from neumeta_dist.data.stream import decode
 

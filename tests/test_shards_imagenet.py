@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_image_folder
+
 from neumeta_dist.data.shards import DEVKIT, TRAIN_ARCHIVE, VAL_ARCHIVE, ShardError, write_dataset
 
 # ILSVRC2012_IDs are not in wnid order (ID 1 is n02119789, not n01440764): the devkit maps them

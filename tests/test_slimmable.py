@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from neumeta_dist.config import load_config
-from neumeta_dist.models.registry import build_family
-from neumeta_dist.models.family import Teacher
-from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
 from neumeta_dist.baselines.slimmable import Slimmable, budget_steps, calibrate, from_teacher, run
+from neumeta_dist.config import load_config
+from neumeta_dist.models.family import Teacher
+from neumeta_dist.models.registry import build_family
+from neumeta_dist.recipe.stages import generated_layers, metamorphic_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -223,6 +223,7 @@ def test_a_multi_node_cpu_job_launches_torchrun_so_that_its_nodes_form_one_proce
     """Without --multi_gpu (or a config file) Accelerate's plain launcher sets no ranks: every
     node's process would train alone. The real 2-machine run is in tests/test_distributed.py."""
     import dataclasses
+
     from neumeta_dist.cluster.slurm import Rendezvous, accelerate_command, load_profile
     one = load_profile(ROOT / "slurm/local.yaml")
     two = dataclasses.replace(one, nodes=2)
@@ -232,8 +233,8 @@ def test_a_multi_node_cpu_job_launches_torchrun_so_that_its_nodes_form_one_proce
 
 
 def test_a_profile_with_an_unknown_key_or_bad_value_is_a_one_line_error(tmp_path):
-    from neumeta_dist.config import ConfigError
     from neumeta_dist.cluster.slurm import load_profile
+    from neumeta_dist.config import ConfigError
     bad = tmp_path / "p.yaml"
     bad.write_text("nodes: 2\ngpus: 4\n")
     with pytest.raises(ConfigError, match=r"p.yaml: unknown key gpus \(allowed in top level: partition, "):

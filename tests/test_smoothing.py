@@ -2,10 +2,8 @@ import math
 
 import pytest
 import torch
+from conftest import random_bn_teacher
 
-from neumeta_dist.models.registry import build_family
-
-from neumeta_dist.models.family import apply_layer
 from neumeta_dist.core.smoothing import (
     channel_features,
     path_length,
@@ -14,8 +12,8 @@ from neumeta_dist.core.smoothing import (
     solve_path,
     total_variation,
 )
-
-from conftest import random_bn_teacher
+from neumeta_dist.models.family import apply_layer
+from neumeta_dist.models.registry import build_family
 
 
 def _logits(family, weights, x):
@@ -111,8 +109,9 @@ def test_channel_features_shape():
 def test_importance_order_keeps_the_function_and_ranks_the_scalable_groups(tiny_resnet20):
     """smoothing.order=importance: the scalable (inner) groups most important channel first,
     the others along their path — still a pure permutation of the same network."""
-    from neumeta_dist.core.smoothing import importance_order
     from conftest import random_bn_teacher
+
+    from neumeta_dist.core.smoothing import importance_order
     from neumeta_dist.models.family import apply_layer
     folded = random_bn_teacher(tiny_resnet20).folded()
     ranked = tiny_resnet20.scalable_groups()

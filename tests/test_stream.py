@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import deadline, make_image_folder
+
 from neumeta_dist.config import DataConfig
 from neumeta_dist.data import DataError, load_splits
 from neumeta_dist.data.shards import read_index, write_dataset

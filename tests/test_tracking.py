@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from neumeta_dist.training import pipeline
 from neumeta_dist.config import ConfigError, load_config
+from neumeta_dist.training import pipeline
 from neumeta_dist.training.tracking import metric_name
 
 pytestmark = pytest.mark.usefixtures("one_thread")

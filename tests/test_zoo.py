@@ -15,8 +15,8 @@ from torchvision.models.resnet import BasicBlock
 
 from neumeta_dist.checkpoint import CheckpointError
 from neumeta_dist.config import load_config
-from neumeta_dist.models.registry import build_family
 from neumeta_dist.models.family import Teacher, apply_layer
+from neumeta_dist.models.registry import build_family
 from neumeta_dist.training.teacher import load_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")

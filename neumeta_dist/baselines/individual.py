@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import time
 
-from ..records import provenance
 from ..checkpoint import atomic_write_text
-from ..evaluation.accuracy import by_split
 from ..config import Config
+from ..distributed.accelerator import make_accelerator
+from ..evaluation.accuracy import by_split
 from ..models.family import Teacher, layer_areas, mac_count, parameter_count
 from ..recipe.stages import generated_layers, metamorphic_groups
-from ..distributed.accelerator import make_accelerator
-from ..training.process import seed_everything, set_threads
+from ..records import provenance
 from ..training.context import RunContext
+from ..training.process import seed_everything, set_threads
 from ..training.teacher import fit
 
 

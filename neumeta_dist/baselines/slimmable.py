@@ -39,24 +39,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..records import provenance
-from ..evaluation.accuracy import accuracy, by_split
 from ..checkpoint import atomic_torch_save, load_torch
 from ..config import Config
 from ..data import Splits, sample_images, train_batches
 from ..distributed.accelerator import make_accelerator
+from ..evaluation.accuracy import accuracy, by_split
+from ..evaluation.results import write_results
+from ..evaluation.sweep import width_row
+from ..models.family import Layer, Teacher, layer_areas, mac_count, parameter_count
+from ..recipe.losses import kd
+from ..recipe.stages import generated_layers, metamorphic_groups
+from ..recipe.widths import TrainingWidths
+from ..records import provenance
+from ..training.context import RunContext
 from ..training.ema import EMA
 from ..training.logger import Logger
-from ..recipe.losses import kd
-from ..models.family import Layer, Teacher, layer_areas, mac_count, parameter_count
 from ..training.process import seed_everything, set_threads
-from ..recipe.stages import generated_layers, metamorphic_groups
-from ..evaluation.results import write_results
-from ..training.context import RunContext
 from ..training.selection import Selection
-from ..evaluation.sweep import width_row
 from ..training.teacher import load_teacher, teacher_network
-from ..recipe.widths import TrainingWidths
 
 Stats = dict[str, tuple[torch.Tensor, torch.Tensor]]
 

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import submitit
 
-from ..config import ConfigError, _build, check_fields, num, read_yaml  # the typed loader of the experiment configs
+from ..config import (  # the typed loader of the experiment configs
+    ConfigError,
+    _build,
+    check_fields,
+    num,
+    read_yaml,
+)
 from ..run import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout whose launch/train.py the jobs run

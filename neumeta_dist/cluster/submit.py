@@ -35,8 +35,8 @@ from .. import options as opt
 from ..checkpoint import atomic_write_text
 from ..config import Config, ConfigError, load_config
 from ..records import lineage
-from . import snapshot
 from ..run import RunDir
+from . import snapshot
 from .slurm import ROOT, Profile, Rendezvous, StageJob, accelerate_command, load_profile, sbatch_parameters
 
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",

@@ -31,9 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..device import upload
 from .cache import BytesCache
 from .compilation import compile_over_widths
-from ..device import upload
 
 ACTIVATIONS = {"relu": F.relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu}
 

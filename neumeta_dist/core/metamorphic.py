@@ -24,16 +24,15 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-from .compilation import compile_over_widths
 from ..config import INRConfig
-from .coords import CoordTable, build_table, centre_columns, normalise, split_output
-from .cache import BytesCache
-from .inr import INR
-from ..models.family import Family, Layer, apply_layer, parameter_count
 from ..distributed.coordinate_parallel import Generation, replicated
+from ..models.family import Family, Layer, apply_layer, parameter_count
 from ..models.norms import Norm, norm_strategy
 from ..recipe.stages import metamorphic_groups
-
+from .cache import BytesCache
+from .compilation import compile_over_widths
+from .coords import CoordTable, build_table, centre_columns, normalise, split_output
+from .inr import INR
 
 TABLE_CACHE_BYTES = 2**30  # coordinate tables kept, least recently used dropped (core/cache.py)
 

@@ -19,9 +19,9 @@ from ..device import upload
 from . import sources
 from .position import DataPosition
 from .sources import DataError, Splits
-from .stream import FaultCounts, RankStream, ShardList, StreamSpec, check_missing, normalize
+from .stream import FaultCounts, RankStream, ShardList, StreamSpec, check_missing
 from .stream import eval_batches as shard_eval_batches
-from .stream import resolve_shards, stream_spec
+from .stream import normalize, resolve_shards, stream_spec
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,11 @@ def make_accelerator():
     DeepSpeed picks its CPU accelerator itself and must not get that flag).
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, InitProcessGroupKwargs
+    from accelerate.utils import (
+        DistributedDataParallelKwargs,
+        GradientAccumulationPlugin,
+        InitProcessGroupKwargs,
+    )
 
     multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # DDP would re-broadcast every buffer at each forward: the INR's are the teacher's

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from .budget import STEP
 from ..checkpoint import atomic_torch_save, load_torch
 from ..recipe.recalib import apply_corrections, corrections, full_width_stats
+from .budget import STEP
 from .sweep import merged_weights
 
 FORMAT = 1

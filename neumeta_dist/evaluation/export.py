@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import atomic_torch_save, load_torch
-from ..models.registry import family_from_dict
 from ..models.family import Family, apply_layer
+from ..models.registry import family_from_dict
 
 
 class PlainNet(nn.Module):

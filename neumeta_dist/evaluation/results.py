@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..run import RunDir
 from .budget import si
 from .report import kind_of
-from ..run import RunDir
 
 
 def write_results(run_dir: Path, results: dict) -> None:

@@ -11,7 +11,8 @@ from typing import Callable
 
 from . import FAMILIES
 from .lenet import LeNetFamily, build_lenet
-from .resnet import FAMILIES as RESNETS, ResNetFamily, build_resnet
+from .resnet import FAMILIES as RESNETS
+from .resnet import ResNetFamily, build_resnet
 
 # name → (family class, builder(name, width, channels, in_channels, num_classes))
 REGISTRY: dict[str, tuple[type, Callable]] = {

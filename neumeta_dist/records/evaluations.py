@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import lineage, scopes
 from ..run import RunDir
+from . import lineage, scopes
 
 FOLDER = "evaluations"
 

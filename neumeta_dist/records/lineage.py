@@ -19,8 +19,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import provenance, scopes
 from ..run import COMPLETE, RunDir, StageError, stage_index
+from . import provenance, scopes
 
 
 def record(cfg, artefact: int) -> dict:

@@ -22,10 +22,10 @@ import shutil
 from pathlib import Path
 
 from .. import checkpoint as ckpt
-from ..distributed import data_parallel as parallel
-from ..distributed import universal
 from ..config import Config
 from ..data.position import DataPosition
+from ..distributed import data_parallel as parallel
+from ..distributed import universal
 from ..run import FINAL, RunDir
 from .selection import Selection
 

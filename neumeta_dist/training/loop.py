@@ -24,28 +24,29 @@ import random
 import time
 
 import torch
-from ..records import lineage
+
+from ..config import Config
+from ..core.metamorphic import MetamorphicNet
+from ..data import train_batches
 from ..distributed import data_parallel as parallel
 from ..distributed import preemption
-from ..evaluation.accuracy import accuracy
-from .checkpointer import Checkpointer
-from ..config import Config
-from ..data import train_batches
-from .ema import EMA
-from .execution import Execution
 from ..distributed.coordinate_parallel import generation_strategy
+from ..evaluation.accuracy import accuracy
+from ..evaluation.sweep import network_at
+from ..models.family import Teacher
 from ..recipe.inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
 from ..recipe.losses import step_losses
-from ..core.metamorphic import MetamorphicNet
-from ..models.family import Teacher
-from .probe import Callback
 from ..recipe.stages import Stage, steps_per_stage
-from .context import RunContext
-from .logger import Logger
-from .selection import Selection
-from ..evaluation.sweep import network_at
-from .trained import build_net, calibration_batch, load_trained, selected_network
 from ..recipe.widths import TrainingWidths
+from ..records import lineage
+from .checkpointer import Checkpointer
+from .context import RunContext
+from .ema import EMA
+from .execution import Execution
+from .logger import Logger
+from .probe import Callback
+from .selection import Selection
+from .trained import build_net, calibration_batch, load_trained, selected_network
 
 
 def step_rng(cfg: Config, step: int, micro: int, rank: int) -> tuple[float, torch.Generator]:

@@ -10,20 +10,20 @@ import os
 import sys
 
 from .. import checkpoint as ckpt
-from ..records import lineage
 from .. import options as opt
-from . import probe
-from ..distributed import data_parallel as parallel
-from .checkpointer import Checkpointer
 from ..config import Config, ConfigError, config_text, load_config, save_config
 from ..data import DataError
-from ..evaluation.results import results_table
-from .context import RunContext
-from ..run import RunDir, StageError
+from ..distributed import data_parallel as parallel
 from ..distributed.accelerator import make_accelerator
+from ..evaluation.results import results_table
+from ..records import lineage
+from ..run import RunDir, StageError
+from . import probe
+from .checkpointer import Checkpointer
+from .context import RunContext
+from .loop import train_stage
 from .process import seed_everything, set_threads
 from .teacher import build_reference, teacher_network, train_teacher
-from .loop import train_stage
 from .trained import evaluate_run
 
 

@@ -28,19 +28,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..distributed import data_parallel as parallel
-from ..distributed import preemption
 from ..checkpoint import CheckpointError, atomic_torch_save, load_torch
-from .checkpointer import Checkpointer
 from ..config import Config
 from ..data import Splits, sample_images, train_batches
-from .execution import Execution
+from ..distributed import data_parallel as parallel
+from ..distributed import preemption
 from ..evaluation.accuracy import accuracy
 from ..models import zoo
 from ..models.family import Family, Teacher, apply_layer, parameter_count
-from .probe import Callback
 from ..run import RunDir
+from .checkpointer import Checkpointer
+from .execution import Execution
 from .logger import Logger
+from .probe import Callback
 
 
 def load_teacher(cfg: Config, family: Family) -> dict | None:

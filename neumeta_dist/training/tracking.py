@@ -21,7 +21,6 @@ from pathlib import Path
 
 from ..config import tracker_names
 
-
 _OUR_URIS: set[str] = set()  # MLflow stores this process pointed MLflow at (see _make)
 
 
@@ -50,6 +49,7 @@ def _make(cls, kind: str, run_root: Path, name: str):
         # so one this process set for an earlier run is ours to replace, the user's is not
         if os.environ.get("MLFLOW_TRACKING_URI") in (None, *_OUR_URIS):
             import mlflow
+
             # MLflow ≥ 3.7 asks for this opt-in to its file store (a database is the new default)
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             _OUR_URIS.add((run_root / "mlruns").resolve().as_uri())

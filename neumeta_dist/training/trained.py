@@ -10,21 +10,21 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as ckpt
-from ..records import evaluations, lineage, provenance
-from ..evaluation.calibration import Calibration, distinct_widths
 from ..config import Config
-from ..data import sample_images
-from .ema import EMA
 from ..core.metamorphic import MetamorphicNet
+from ..data import sample_images
 from ..evaluation.accuracy import by_split
+from ..evaluation.calibration import Calibration, distinct_widths
+from ..evaluation.results import write_results
+from ..evaluation.sweep import sweep
 from ..models.family import Family
 from ..models.norms import norm_strategy
 from ..recipe.stages import generated_layers, steps_per_stage
-from ..evaluation.results import write_results
-from .context import RunContext
-from ..run import RunDir, StageError
-from ..evaluation.sweep import sweep
 from ..recipe.widths import TrainingWidths
+from ..records import evaluations, lineage, provenance
+from ..run import RunDir, StageError
+from .context import RunContext
+from .ema import EMA
 
 
 def build_net(cfg: Config, family: Family, reference: dict) -> MetamorphicNet:
