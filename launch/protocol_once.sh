@@ -22,37 +22,15 @@ DOCS=$(realpath -m "${DOCS:-$ROOT/docs/protocol/results}")
 RUNS=$(realpath -m "$RUNS")
 S=${S:-300}
 PY=${PY:-python3}
-export NEUMETA_NO_BAR=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONPATH=$ROOT
-LAUNCH="$PY -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no launch/train.py"
-CLI="$PY -m neumeta_dist.cli"
-P=configs/protocol
 R=$RUNS/seed0
 OUT=$DOCS/once
 mkdir -p "$R/logs" "$OUT"
 COMMON=(train.seed=0 "eval.splits=[val,final]" "$@")
 T="teacher.checkpoint=$R/teacher/teacher/teacher.pt"
+LABEL=once LOG=once_
+source launch/protocol_rows.sh
 [ -f "$R/teacher/teacher/teacher.pt" ] || { echo "error: no seed-0 teacher at $R/teacher: run launch/protocol_seed.sh 0 $RUNS first"; exit 1; }
 
-keep() {  # keep SRC NAME
-  cp "$1" "$OUT/$2.json"
-  if [ "${COMMIT:-0}" = 1 ]; then
-    for try in 1 2 3 4 5; do
-      git -C "$OUT" add "$OUT/$2.json" && git -C "$OUT" commit -q -m "protocol once: $2 ($(git -C "$ROOT" rev-parse --short HEAD))" -- "$OUT/$2.json" && break
-      sleep 5
-    done
-  fi
-}
-row() {  # row NAME JSON_IN_RUN COMMAND...
-  local name=$1 json=$2 t0; shift 2
-  if [ -f "$OUT/$name.json" ]; then echo "once $name: in $OUT, skipped"; return 0; fi
-  t0=$(date +%s)
-  if "$@" >> "$R/logs/once_$name.log" 2>&1; then
-    keep "$json" "$name"
-    echo "once $name: done in $(( $(date +%s) - t0 )) s"
-  else
-    echo "once $name: FAILED (see $R/logs/once_$name.log)"; return 1
-  fi
-}
 newest_evaluation() {  # this evaluation's own record (the run's results.json merges every evaluation)
   ls "$1"/evaluations/*.json | sort | tail -1
 }

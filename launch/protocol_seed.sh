@@ -26,38 +26,15 @@ TUNE_STEPS=${TUNE_STEPS:-600}
 LRS=${LRS:-"0.003 0.01 0.03"}
 JOBS=${JOBS:-2}
 PY=${PY:-python3}
-export NEUMETA_NO_BAR=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONPATH=$ROOT
-LAUNCH="$PY -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no launch/train.py"
-CLI="$PY -m neumeta_dist.cli"
-P=configs/protocol
 R=$RUNS/seed$SEED
 OUT=$DOCS/seed$SEED
 TUNING=$DOCS/../tuning
 mkdir -p "$R/logs" "$OUT" "$TUNING"
 COMMON=(train.seed=$SEED "eval.splits=[val,final]" "$@")
 T="teacher.checkpoint=$R/teacher/teacher/teacher.pt"
+LABEL="seed $SEED" LOG=""
+source launch/protocol_rows.sh
 
-keep() {  # keep SRC NAME: the row's JSON into DOCS (and committed there with COMMIT=1)
-  cp "$1" "$OUT/$2.json"
-  if [ "${COMMIT:-0}" = 1 ]; then
-    for try in 1 2 3 4 5; do  # another git command may hold the index for a moment
-      git -C "$OUT" add "$OUT/$2.json" && git -C "$OUT" commit -q -m "protocol seed $SEED: $2 ($(git -C "$ROOT" rev-parse --short HEAD))" -- "$OUT/$2.json" && break
-      sleep 5
-    done
-  fi
-}
-row() {  # row NAME JSON_IN_RUN COMMAND...: run unless DOCS has NAME; log, time, keep the JSON
-  local name=$1 json=$2 t0; shift 2
-  if [ -f "$OUT/$name.json" ]; then echo "seed $SEED $name: in $OUT, skipped"; return 0; fi
-  t0=$(date +%s)
-  if "$@" >> "$R/logs/$name.log" 2>&1; then
-    keep "$json" "$name"
-    printf '%s\t%d\n' "$name" $(( $(date +%s) - t0 )) >> "$R/times.tsv"
-    echo "seed $SEED $name: done in $(( $(date +%s) - t0 )) s"
-  else
-    echo "seed $SEED $name: FAILED (see $R/logs/$name.log)"; return 1
-  fi
-}
 inr() {  # inr NAME: an INR row of configs/protocol/NAME.yaml on the seed's teacher (S steps a block)
   local name=$1 steps=$(( 6 * S ))
   [ "$name" = blockwise ] && steps=$S

@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,26 @@ def test_once_rows_are_tabled_on_the_asked_split_with_the_inr_storage_beside_the
     assert "| neumeta | 0.7200 | – | 1,234 (1,000 INR) |" in text
     assert "| individual_0.5_0.75 | – | 0.9100 | – |" in text
     assert once_table(tmp_path / "nothing", "final", {0.5: "trained"}) == ""
+
+
+def test_a_protocol_row_keeps_its_json_once_skips_it_after_and_keeps_nothing_when_it_fails(tmp_path):
+    """launch/protocol_rows.sh's rule, which both the seed and the once scripts follow."""
+    root = Path(__file__).resolve().parents[1]
+    script = f"""
+set -euo pipefail
+cd {root}
+ROOT={root} PY={sys.executable} OUT={tmp_path}/out R={tmp_path}/r LABEL="seed 7" LOG=x_
+mkdir -p $OUT $R/logs
+source launch/protocol_rows.sh
+row good $R/made.json bash -c 'echo {{\\"widths\\": []}} > {tmp_path}/r/made.json'
+row good $R/made.json false
+row bad $R/never.json bash -c 'echo boom; exit 3' || echo "status $?"
+"""
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("seed 7 good: done in") and lines[1] == f"seed 7 good: in {tmp_path}/out, skipped"
+    assert lines[2] == f"seed 7 bad: FAILED (see {tmp_path}/r/logs/x_bad.log)" and lines[3] == "status 1"
+    assert json.loads((tmp_path / "out/good.json").read_text()) == {"widths": []}
+    assert not (tmp_path / "out/bad.json").exists() and "boom" in (tmp_path / "r/logs/x_bad.log").read_text()
+    assert (tmp_path / "r/times.tsv").read_text().startswith("x_good\t")

@@ -161,6 +161,13 @@ def _line(seeds: Seeds, row: str, w: float):
     return f
 
 
+def _header(first: str, kinds: dict[float, str], *extra: str) -> list[str]:
+    """A width table's two header lines: `first`, a column per width (its kind marked), `extra`."""
+    mark = {"trained": "", "held_out": "†", "outside": "*"}
+    cols = [first, *(f"w={w:g}{mark[kinds[w]]}" for w in sorted(kinds)), *extra]
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
 def _met(ok) -> str:
     return "–" if ok is None else "met" if ok else "missed"
 
@@ -169,11 +176,9 @@ def table(seeds: Seeds) -> str:
     """Mean ± sd per row and width, then the paired differences and the endpoints."""
     kinds = seeds.kinds()
     widths = sorted(kinds)
-    mark = {"trained": "", "held_out": "†", "outside": "*"}
     lines = [f"Split: **{seeds.split}**. Cells: accuracy, mean ± sample sd over the seeds in brackets; "
              "† held out inside the training range, * outside it.", "",
-             "| row (seeds) | " + " | ".join(f"w={w:g}{mark[kinds[w]]}" for w in widths) + " |",
-             "|" + "---|" * (len(widths) + 1)]
+             *_header("row (seeds)", kinds)]
     teacher = [t for t in (seeds.teacher(s) for s in seeds.all_seeds()) if t is not None]
     if teacher:
         lines.append(f"| teacher ({len(teacher)}) | " + " | ".join(_cell(teacher) if w == 1.0 else "–" for w in widths) + " |")
@@ -183,8 +188,7 @@ def table(seeds: Seeds) -> str:
         cells = [_cell(seeds.values(row, w)) for w in widths]
         lines.append(f"| {row} ({','.join(map(str, seeds.seeds(row)))}) | " + " | ".join(cells) + " |")
     lines += ["", "Paired differences (points; mean [95 % Student-t interval] over the seeds that have both):", "",
-              "| difference | " + " | ".join(f"w={w:g}{mark[kinds[w]]}" for w in widths) + " |",
-              "|" + "---|" * (len(widths) + 1)]
+              *_header("difference", kinds)]
     for a, b in (("one_stage", "slimmable"), ("blockwise", "one_stage"), ("two_ends", "one_stage")):
         cells = [seeds.paired(_at(seeds, a, w), _at(seeds, b, w)) for w in widths]
         lines.append(f"| {a} − {b} | " + " | ".join(str(c) if c else "–" for c in cells) + " |")
@@ -253,11 +257,9 @@ def once_table(root: Path, split: str, kinds: dict[float, str]) -> str:
     if not paths:
         return ""
     widths = sorted(kinds)
-    mark = {"trained": "", "held_out": "†", "outside": "*"}
     lines = [f"Once (seed 0, secondary; `launch/protocol_once.sh`), split **{split}**; storage: the "
              "parameters an INR row keeps to emit every width (INR + the tensors it does not generate).", "",
-             "| row | " + " | ".join(f"w={w:g}{mark[kinds[w]]}" for w in widths) + " | storage |",
-             "|" + "---|" * (len(widths) + 2)]
+             *_header("row", kinds, "storage")]
     for path in paths:
         r = json.loads(path.read_text())
         acc = {w["width"]: w.get("by_split", {}).get(split, w["accuracy"] if split == "test" else None)
