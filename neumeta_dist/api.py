@@ -84,6 +84,12 @@ class Run:
         """Multiply-accumulates per image of the run's image size."""
         return self.cost.macs(width)
 
+    @property
+    def storage(self) -> dict[str, int]:
+        """Parameters the run keeps to emit every width — the INR's, the teacher tensors it does
+        not generate, SkipInit scalars — to set beside `params(width)` (MetamorphicNet.storage)."""
+        return self.net.storage()
+
     @cached_property
     def cost(self) -> WidthCost:
         return WidthCost.of(self.net, self.image_size)

@@ -77,6 +77,7 @@ def test_a_finished_run_gives_the_evaluated_network_at_every_width_without_its_d
     evaluated = results["widths"]
     storage = results["storage"]  # what the INR row keeps to emit every width, beside each network
     assert storage["inr"] > 0 and storage["total"] == storage["inr"] + storage["fixed"] + storage["alphas"]
+    assert run.storage == storage
     assert [(w.width, w.kind) for w in run.widths] == [(r["width"], r["kind"]) for r in evaluated]
     for w in run.widths:
         net = run.network(width=w.width)
