@@ -10,7 +10,6 @@ from . import options as opt
 
 
 def cmd_eval(args) -> None:
-    from .api import Run
     from .distributed.accelerator import make_accelerator
     from .evaluation.results import results_table
 
