@@ -55,6 +55,11 @@ class Interval:
         return f"{pts(self.mean)}{ci} (n={self.n})"
 
 
+def on_split(row: dict, split: str) -> float | None:
+    """A row's accuracy on `split` (`by_split`; a row written before it has test only)."""
+    return row.get("by_split", {}).get(split, row["accuracy"] if split == "test" else None)
+
+
 class Seeds:
     """Every seed's rows: accuracy of a row at a width on one split, per seed."""
 
@@ -74,15 +79,14 @@ class Seeds:
             return None
         for w in r["widths"]:
             if w["width"] == width:
-                return w.get("by_split", {}).get(self.split, w["accuracy"] if self.split == "test" else None)
+                return on_split(w, self.split)
         return None
 
     def teacher(self, seed: int) -> float | None:
         for row in ROWS:
             r = self.rows.get(row, {}).get(seed)
             if r is not None:
-                return r["teacher"].get("by_split", {}).get(self.split, r["teacher"]["accuracy"]
-                                                             if self.split == "test" else None)
+                return on_split(r["teacher"], self.split)
         return None
 
     def widths(self, row: str = "one_stage") -> list[dict]:
@@ -262,8 +266,7 @@ def once_table(root: Path, split: str, kinds: dict[float, str]) -> str:
              *_header("row", kinds, "storage")]
     for path in paths:
         r = json.loads(path.read_text())
-        acc = {w["width"]: w.get("by_split", {}).get(split, w["accuracy"] if split == "test" else None)
-               for w in r["widths"]}
+        acc = {w["width"]: on_split(w, split) for w in r["widths"]}
         st = r.get("storage")
         cells = [f"{acc[w]:.4f}" if acc.get(w) is not None else "–" for w in widths]
         lines.append(f"| {path.stem} | " + " | ".join(cells)
