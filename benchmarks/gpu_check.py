@@ -8,7 +8,7 @@ failed (rc N), timeout, skipped); JUNIT_XML is pytest's report of the CUDA tests
 `cuda_tests` step that exited 0 yet ran nothing fails here: on `--device cuda` when no test
 passed (all skipped: the GPU path went unchecked), anywhere when none was collected. A step's
 figures come from the JSON it writes (generation_<device>.json, train_step_<device>.json,
-stage_<device>.json); a step that failed or ran out of time shows what it wrote before.
+stage_<device>.json, config_step_<device>.json); a step that failed or ran out of time shows what it wrote before.
 Imports only the standard library: it must report even when torch is what broke.
 """
 from __future__ import annotations
@@ -94,6 +94,13 @@ def stage_lines(s: dict) -> list[str]:
     return lines
 
 
+def config_lines(c: dict) -> list[str]:
+    return [f"{Path(path).stem}: {r['median_step_s']:.3f} s/step, {r['images_per_s']:.0f} images/s, "
+            f"{r['stage_hours']:.2f} h per stage of {r['steps_per_stage']:,} steps"
+            + (f", peak {r['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in r else "")
+            for path, r in c.get("configs", {}).items()]
+
+
 def test_lines(t: dict | None) -> list[str]:
     if t is None:
         return ["no report"]
@@ -103,11 +110,12 @@ def test_lines(t: dict | None) -> list[str]:
 
 def summarise(out: Path, steps: list[dict], tests: dict | None) -> tuple[dict, str]:
     jsons = {"generation": _json(out, "generation"), "train_step": _json(out, "train_step"),
-             "stage": _json(out, "stage")}
+             "stage": _json(out, "stage"), "configs": _json(out, "config_step")}
     figures = {"cuda_tests": test_lines(tests),
                "generation": generation_lines(jsons["generation"] or {}),
                "train_step": train_step_lines(jsons["train_step"] or {}),
-               "stage": stage_lines(jsons["stage"] or {})}
+               "stage": stage_lines(jsons["stage"] or {}),
+               "configs": config_lines(jsons["configs"] or {})}
     first = next((j for j in jsons.values() if j), {})
     peak = next((j.get("measured_bf16_matmul_peak") for j in jsons.values() if j and j.get("measured_bf16_matmul_peak")), None)
     total = sum(s["seconds"] for s in steps)

@@ -23,20 +23,23 @@
 #               at the standard 16/32/64 width (model.width=1.0), bf16, channels-last (the
 #               teacher too): wall, images/s, peak memory; Fashion-MNIST from data/fashion-mnist
 #               (`make gpu-data`)
+#   configs     benchmarks/config_step.py: a training step of each GPU config (ImageNet ResNet-18
+#               and -50, CIFAR-100 ResNet-56) on synthetic batches of its shape: s/step, images/s,
+#               peak memory and the hours per stage its header is to state
 # Every JSON goes to one folder (--out, else $OUT, else runs/gpu_check): generation_<dev>.json,
-# train_step_<dev>.json, stage_<dev>.json and gpu_check.json (steps, statuses, times, test
+# train_step_<dev>.json, stage_<dev>.json, config_step_<dev>.json and gpu_check.json (steps, statuses, times, test
 # outcomes), with gpu_check.log (every step's output); run directories and per-step logs stay
-# in $WORK (default /tmp/gpu_check), so the folder holds 5 files. A summary table ends the run;
+# in $WORK (default /tmp/gpu_check), so the folder holds 6 files. A summary table ends the run;
 # the exit status is 1 when a step failed or ran out of time.
 #
-# The limits (seconds; env LIMIT_<STEP>) add up to 360 s: with the machine's start, the kill
+# The limits (seconds; env LIMIT_<STEP>) add up to 420 s: with the machine's start, the kill
 # grace and the summary, a lent GPU's 15 minutes leave room to rerun a failed step alone.
 # `--device cpu --quick` is the CI dry run (tests/test_gpu_check.py): every step runs its code
 # path at tiny sizes on the CPU; the CUDA tests are collected and skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-STEPS="preflight install cuda_tests generation train_step stage"
+STEPS="preflight install cuda_tests generation train_step stage configs"
 DEVICE=cuda QUICK=0 DEST=${OUT:-runs/gpu_check} ONLY=$STEPS
 usage="usage: launch/gpu_check.sh [--device cuda|cpu] [--quick] [--out DIR] [--only STEP[,STEP...]] (steps: $STEPS)"
 while [ $# -gt 0 ]; do
@@ -59,7 +62,7 @@ mkdir -p "$DEST" "$WORK"
 DEST=$(cd "$DEST" && pwd)
 rm -f "$WORK/steps.tsv" "$DEST"/gpu_check.{json,log}
 for s in $ONLY; do  # what the steps to run rewrite (a step rerun alone keeps the others' figures)
-  case $s in cuda_tests) rm -f "$WORK/cuda_tests.xml" ;; generation|train_step|stage) rm -f "$DEST/${s}"_*.json ;; esac
+  case $s in cuda_tests) rm -f "$WORK/cuda_tests.xml" ;; generation|train_step|stage) rm -f "$DEST/${s}"_*.json ;; configs) rm -f "$DEST"/config_step_*.json ;; esac
 done
 export PY WHEELS WORK PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NEUMETA_NO_BAR=1
 
@@ -69,6 +72,7 @@ LIMIT_CUDA_TESTS=${LIMIT_CUDA_TESTS:-120}
 LIMIT_GENERATION=${LIMIT_GENERATION:-60}
 LIMIT_TRAIN_STEP=${LIMIT_TRAIN_STEP:-65}
 LIMIT_STAGE=${LIMIT_STAGE:-80}
+LIMIT_CONFIGS=${LIMIT_CONFIGS:-60}
 
 # step NAME LIMIT COMMAND...: runs it under `timeout`, its output into WORK/NAME.log and the
 # combined log, and its status and seconds into WORK/steps.tsv (unless --only leaves it out).
@@ -176,12 +180,18 @@ if [ "$QUICK" = 1 ]; then
   TINY=(--threads 1 --hidden 8 --layers 1 --num-freqs 2 --warmup 0 --peak-n 64)
   GEN_ARGS=("${TINY[@]}" --families resnet20 --repeats 1)
   STEP_ARGS=("${TINY[@]}" --cases fmnist-resnet20 --batch 2 --micro 2 --steps 1)
+  # ResNet-50's 8.2 M coordinates take seconds a step on a CPU even with tiny heads: two configs
+  CONFIG_ARGS=(--config configs/imagenet_resnet18.yaml configs/cifar100_resnet56.yaml --steps 1 --warmup 0
+               --set data.batch_size=2 data.image_size=32 train.precision=fp32 train.channels_last=false
+               inr.hidden=8 inr.layers=1 inr.num_freqs=2)
   STAGE_ARGS+=(data.train_limit=256 data.test_limit=128 data.batch_size=32 teacher.epochs=1 train.max_steps=2
                train.widths_per_step=2 train.log_every=1 recipe.warmup_steps=0 inr.hidden=8 inr.layers=1
                inr.num_freqs=2 "eval.widths=[1.0]")
 else
   GEN_ARGS=(--repeats 5)
   STEP_ARGS=()
+  CONFIG_ARGS=(--config configs/imagenet_resnet18.yaml configs/imagenet_resnet50.yaml configs/cifar100_resnet56.yaml
+               --steps 3 --warmup 2)
 fi
 
 if ! step preflight "$LIMIT_PREFLIGHT" bash -c preflight; then
@@ -196,4 +206,5 @@ step generation "$LIMIT_GENERATION" "$PY" benchmarks/generation.py --device "$DE
 step train_step "$LIMIT_TRAIN_STEP" "$PY" benchmarks/train_step.py --device "$DEVICE" --out "$DEST" "${STEP_ARGS[@]}"
 step stage "$LIMIT_STAGE" "$PY" benchmarks/stage.py --device "$DEVICE" --out "$DEST" --run-dir "$WORK/stage_run" \
   "${STAGE_ARGS[@]}"
+step configs "$LIMIT_CONFIGS" "$PY" benchmarks/config_step.py --device "$DEVICE" --out "$DEST" "${CONFIG_ARGS[@]}"
 "$PY" benchmarks/gpu_check.py "$DEST" "$WORK/steps.tsv" "$WORK/cuda_tests.xml" --device "$DEVICE" | tee -a "$DEST/gpu_check.log"

@@ -27,6 +27,7 @@ from .core.metamorphic import MetamorphicNet
 from .evaluation.budget import WidthCost
 from .evaluation.calibration import Calibration, MissingCalibration
 from .evaluation.export import FORMATS, PlainNet, materialise, write
+from .models import zoo
 from .models.registry import family_from_dict
 from .recipe.stages import stage_plan
 from .run import RunDir
@@ -174,7 +175,7 @@ class Run:
             raise ValueError(f"{self.dir.teacher} not found and teacher.checkpoint is unset: "
                              "run stage 0 (`launch/train.py --stage 0`) first")
         # a run trained with `teacher.checkpoint` has no copy of its own: training's teacher is read
-        saved = ckpt.load_torch(self.dir.teacher if self.dir.teacher.is_file() else Path(cfg.teacher.checkpoint),
+        saved = ckpt.load_torch(self.dir.teacher if self.dir.teacher.is_file() else zoo.locate(cfg.teacher.checkpoint),
                                 "teacher checkpoint")
         if isinstance(saved, dict) and "family" in saved:
             family = family_from_dict(saved["family"])

@@ -67,11 +67,16 @@ def cmd_consolidate(args) -> None:
 
 def cmd_plan(args) -> None:
     from .config import load_config
+    from .core.sizing import budget_lines
     from .recipe.stages import describe, steps_per_stage
     from .training.context import RunContext
 
     ctx = RunContext.load(load_config(args.config, args.overrides))
-    print(describe(ctx.family, ctx.stages, steps_per_stage(ctx.cfg, len(ctx.splits.train))))
+    n_train = len(ctx.splits.train)
+    print(describe(ctx.family, ctx.stages, steps_per_stage(ctx.cfg, n_train)))
+    print("\nbudget on one process (core/sizing.py):")
+    for line in budget_lines(ctx.cfg, ctx.family, n_train, ctx.splits.image_size):
+        print(f"- {line}")
 
 
 def cmd_config(args) -> None:
@@ -80,6 +85,17 @@ def cmd_config(args) -> None:
     cfg = load_config(args.config, args.overrides)
     print(f"# {args.config}{' ' + ' '.join(args.overrides) if args.overrides else ''}: resolved and validated")
     print(config_text(cfg), end="")
+    if args.fetch_teacher:
+        from .models import is_remote, zoo
+
+        spec = cfg.teacher.checkpoint
+        if not is_remote(spec):
+            raise SystemExit(f"error: --fetch-teacher: teacher.checkpoint={spec!r} is not a URL or torchvision:<Weights>")
+        try:
+            path = zoo.locate(spec)
+        except ValueError as e:
+            raise SystemExit(f"error: teacher.checkpoint {spec}: {e}") from None
+        print(f"# teacher.checkpoint {spec}: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
 def cmd_individual(args) -> None:
@@ -189,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     cf = sub.add_parser("config", help="print the resolved, validated config (base chain + overrides): what will run")
     cf.add_argument("config", type=opt.existing_file, help="experiment YAML, e.g. configs/demo.yaml")
     cf.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
+    cf.add_argument("--fetch-teacher", action="store_true",
+                    help="also download a URL or torchvision:<Weights> teacher.checkpoint into torch's hub cache "
+                         "(on a node with internet, before the compute nodes that may have none)")
     cf.set_defaults(fn=cmd_config)
 
     i = sub.add_parser("individual", help="train one network per width on its own (the baseline)")

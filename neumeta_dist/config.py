@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .models import FAMILIES
+from .models import FAMILIES, is_remote
 from .models.norms import NORMS, norm_strategy
 
 
@@ -463,6 +463,8 @@ def _coerce(value: Any, kind, key: str, source: str):
     elif kind is str:
         if isinstance(value, str):
             return value
+        if value is None:  # `teacher.checkpoint=` or `checkpoint:` with nothing after it: empty, as written
+            return ""
     raise ConfigError(f"{source}: {key} must be {kind.__name__}, got {value!r}")
 
 
@@ -531,8 +533,9 @@ def _validate(cfg: Config, source: str, files: bool = True) -> None:
     if files:
         ckpt = cfg.teacher.checkpoint
         checks += [
-            (not ckpt or Path(ckpt).is_file(), "teacher.checkpoint",
-             f"={ckpt}: no such file (a teacher.pt written by stage 0, or '' to train one)"),
+            (not ckpt or is_remote(ckpt) or Path(ckpt).is_file(), "teacher.checkpoint",
+             f"={ckpt}: no such file (a teacher.pt written by stage 0, a zoo state dict, a URL, "
+             "torchvision:<Weights>, or '' to train one)"),
             (t.resume in ("auto", "none") or Path(t.resume).is_dir(), "train.resume",
              f"={t.resume}: no such checkpoint directory (allowed: auto, none, or a "
              "stage_<k>/checkpoint_<step> directory)"),

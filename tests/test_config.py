@@ -238,3 +238,13 @@ def test_lr_warm_up_as_a_fraction_scales_with_the_stage_and_steps_override_it():
     assert [f(0), f(59), f(119), f(120), f(299)] == [1 / 120, 0.5, 1.0, 1.0, 1.0]
     f = lr_lambda(load_config(DEMO, ["train.warmup_fraction=0", "train.warmup_steps=10"]), 300)
     assert [f(0), f(9), f(10)] == [0.1, 1.0, 1.0]
+
+
+def test_an_empty_string_key_is_the_empty_string_in_an_override_and_in_a_file(tmp_path):
+    """`teacher.checkpoint=` is how the GPU configs' headers say "train a teacher instead"."""
+    assert load_config(None, ["teacher.checkpoint=torchvision:X", "teacher.checkpoint="]).teacher.checkpoint == ""
+    path = tmp_path / "c.yaml"
+    path.write_text("teacher:\n  checkpoint:\n")
+    assert load_config(path).teacher.checkpoint == ""
+    with pytest.raises(ConfigError, match="model.width must be float"):
+        load_config(None, ["model.width="])

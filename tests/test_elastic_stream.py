@@ -134,7 +134,7 @@ TEACHER = ["data.image_size=32", "data.batch_size=8", "data.eval_batch_size=64",
            "data.shuffle_buffer=16", "data.min_crop_scale=1.0", "data.max_bad_fraction=0",
            "data.val_shards=index.json#test", "data.test_shards=index.json#test", "model.width=0.125",
            "teacher.epochs=1", "teacher.lr=0.05", "teacher.save_every=2", "train.log_every=1",
-           "train.keep_checkpoints=20"]
+           "train.keep_checkpoints=20", "teacher.checkpoint=", "train.precision=fp32", "train.channels_last=false"]
 
 
 def _grey_shards(root: Path, per_class: int) -> Path:

@@ -18,7 +18,10 @@ TINY = ["data.image_size=32", "data.batch_size=8", "data.eval_batch_size=16", "d
         "data.shuffle_buffer=32", "data.max_bad_fraction=0.1", "model.width=0.125", "teacher.epochs=1",
         "teacher.lr=0.05", "inr.hidden=16", "inr.layers=1", "inr.num_freqs=4", "recipe.units_per_stage=4",
         "train.max_steps=3", "train.log_every=1", "train.widths_per_step=2", "train.warmup_steps=0",
-        "smoothing.two_opt_rounds=2", "eval.widths=[0.5,1.0]"]
+        "smoothing.two_opt_rounds=2", "eval.widths=[0.5,1.0]",
+        # the config's GPU recipe at CPU scale: a teacher trained here, fp32, a short warm-up
+        "teacher.checkpoint=", "train.precision=fp32", "train.channels_last=false", "recipe.warmup_steps=20",
+        "train.select_every=0", "eval.samples=1"]
 
 
 def test_imagenet_config_trains_end_to_end_from_shards_written_by_the_cli(tmp_path):

@@ -63,6 +63,9 @@ def test_plan_prints_each_stage_with_its_new_blocks():
     assert out.returncode == 0, out.stderr
     assert "| 1 | layer1.1, layer1.2, layer2.1 |" in out.stdout
     assert "| 2 | layer2.2, layer3.1, layer3.2 |" in out.stdout
+    # the budget core/sizing.py computes, from the training split the run reads
+    budget = out.stdout.split("budget on one process")[1]
+    assert "2 INR stage(s) of " in budget and "heads of " in budget and "generation " in budget
 
 
 def test_every_stage_is_complete_and_results_follow_the_schema(run):

@@ -2,6 +2,7 @@
 ResNet layout, as torchvision and the CIFAR zoos save it, loads as the family's BN teacher."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from torchvision.models.resnet import BasicBlock
 
 from neumeta_dist.checkpoint import CheckpointError
 from neumeta_dist.config import load_config
+from neumeta_dist.models import zoo
 from neumeta_dist.models.family import Teacher, apply_layer
 from neumeta_dist.models.registry import build_family
 from neumeta_dist.training.teacher import load_teacher
@@ -143,19 +145,25 @@ def test_a_file_of_neither_layout_asks_for_teacher_format(tmp_path):
 
 
 def test_a_zoo_teacher_is_scored_once_by_stage_0_and_kept_in_the_run(tmp_path):
-    """`teacher.checkpoint=<zoo file>` end to end: stage 0 maps it, measures its test accuracy,
+    """`teacher.checkpoint=<zoo URL>` end to end: stage 0 downloads it into the hub cache
+    (a file:// URL: the same urllib download as https), maps it, measures its test accuracy,
     stores it as the run's teacher.pt and smooths it; a bad file is one line, no traceback."""
     zoo = _randomised(CifarResNet(3, channels=(4, 8, 16), in_channels=1))
-    path = tmp_path / "zoo.pth"
-    torch.save(zoo.state_dict(), path)
+    url, src = _hashed(tmp_path / "src", zoo.state_dict())
     args = ["data.dataset=synthetic", "data.train_limit=256", "data.test_limit=128", "model.family=resnet20",
-            "model.width=0.25", "smoothing.two_opt_rounds=2", f"teacher.checkpoint={path}"]
-    out = _train(tmp_path / "run", args)
+            "model.width=0.25", "smoothing.two_opt_rounds=2", f"teacher.checkpoint={url}"]
+    out = _train(tmp_path / "run", args, torch_home=tmp_path / "home")
     assert out.returncode == 0, out.stderr[-2000:]
+    cached = tmp_path / "home/hub/checkpoints" / src.name
+    assert cached.read_bytes() == src.read_bytes()
     art = torch.load(tmp_path / "run/teacher/teacher.pt", weights_only=True)
-    assert 0.0 <= art["accuracy"] <= 1.0 and art["source"] == {"path": str(path), "format": "torchvision"}
+    assert 0.0 <= art["accuracy"] <= 1.0
+    assert art["source"] == {"path": url, "file": str(cached), "format": "torchvision"}
     assert f"test accuracy {art['accuracy']:.4f}" in out.stdout
     assert (tmp_path / "run/teacher/reference.pt").is_file()
+
+    path = tmp_path / "zoo.pth"
+    args[-1] = f"teacher.checkpoint={path}"
 
     torch.save({k: v for k, v in zoo.state_dict().items() if k != "fc.bias"}, path)
     out = _train(tmp_path / "bad", args)
@@ -164,8 +172,78 @@ def test_a_zoo_teacher_is_scored_once_by_stage_0_and_kept_in_the_run(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: teacher.checkpoint") and "1 missing: fc.bias" in lines[0]
 
 
-def _train(run_dir: Path, args: list[str]) -> subprocess.CompletedProcess:
+def _train(run_dir: Path, args: list[str], torch_home: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "NEUMETA_NO_BAR": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    if torch_home is not None:
+        env["TORCH_HOME"] = str(torch_home)
     return subprocess.run([sys.executable, str(ROOT / "launch/train.py"), "--config", str(ROOT / "configs/blockwise.yaml"),
                            "--stage", "0", *args, f"run_dir={run_dir}"], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=300)
+
+
+def _hashed(folder: Path, state: dict, name: str = "zoo", good: bool = True) -> tuple[str, Path]:
+    """A state dict saved as `<name>-<sha256 prefix>.pth`, as the zoos name theirs, and its file:// URL
+    (`good=False`: a prefix that does not match the content)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "tmp.pth"
+    torch.save(state, tmp)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:8] if good else "00000000"
+    path = tmp.rename(folder / f"{name}-{digest}.pth")
+    return path.as_uri(), path
+
+
+def test_torchvision_weights_resolve_to_their_file_in_the_hub_cache(tmp_path, monkeypatch):
+    """`torchvision:<Weights>` is the file torchvision's own loader caches: found there without a
+    download (how a node without internet runs it), loaded as a torchvision state dict."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    spec = "torchvision:ResNet18_Weights.IMAGENET1K_V1"
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    cached = zoo.cached_path(spec)
+    assert cached == tmp_path / "home/hub/checkpoints" / url.rsplit("/", 1)[1]
+    tv = _randomised(torchvision.models.resnet18(weights=None, num_classes=10))
+    cached.parent.mkdir(parents=True)
+    torch.save(tv.state_dict(), cached)
+    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", f"teacher.checkpoint={spec}"])  # files=True: no path check
+    art = load_teacher(cfg, build_family("resnet18", in_channels=3, num_classes=10))
+    assert art["source"] == {"path": spec, "file": str(cached), "format": "torchvision"}
+    teacher = Teacher(build_family("resnet18", in_channels=3, num_classes=10))
+    teacher.load_state_dict(art["state_dict"])
+    _assert_same_logits(teacher.eval(), tv, torch.randn(2, 3, 64, 64))
+
+
+def test_a_download_is_checked_against_the_hash_in_its_name_and_leaves_nothing_when_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    state = CifarResNet(3, channels=(4, 8, 16)).state_dict()
+    url, src = _hashed(tmp_path / "src", state)
+    assert zoo.locate(url).read_bytes() == src.read_bytes()
+    bad_url, bad = _hashed(tmp_path / "bad", state, "other", good=False)
+    with pytest.raises(ValueError) as err:
+        zoo.locate(bad_url)
+    msg = str(err.value)
+    assert "\n" not in msg and bad_url in msg and str(zoo.cached_path(bad_url)) in msg
+    assert not zoo.cached_path(bad_url).exists() and not list(zoo.cached_path(bad_url).parent.glob("tmp*"))
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("torchvision:ResNet18_Weights.IMAGENET1K_V9", "torchvision has no weights"),
+    ("http://127.0.0.1:9/teacher-0123abcd.pth", "put the file at"),  # the discard port: refused at once
+])
+def test_an_unknown_or_unreachable_teacher_is_one_line_naming_the_fix(tmp_path, monkeypatch, spec, says):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", f"teacher.checkpoint={spec}"])
+    with pytest.raises(CheckpointError) as err:
+        load_teacher(cfg, build_family("resnet18", in_channels=3, num_classes=10))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"teacher.checkpoint {spec}") and says in msg
+
+
+def test_config_fetch_teacher_downloads_once_and_prints_the_file(tmp_path):
+    url, src = _hashed(tmp_path / "src", CifarResNet(3, channels=(4, 8, 16)).state_dict())
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "neumeta_dist.cli", "config", str(ROOT / "configs/demo.yaml"),
+           f"teacher.checkpoint={url}", "--fetch-teacher"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    cached = tmp_path / "home/hub/checkpoints" / src.name
+    assert cached.read_bytes() == src.read_bytes()
+    assert out.stdout.rstrip().splitlines()[-1].startswith(f"# teacher.checkpoint {url}: {cached}")

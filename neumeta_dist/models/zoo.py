@@ -8,17 +8,70 @@ bottleneck, option-B projection shortcuts wherever the stride or width changes â
 state dict is a renaming of the BN `Teacher`'s, nothing more. What does not rename (option-A
 zero-padding shortcuts, another depth or width, another class count) is refused in one line
 naming every key that does not fit; the mapping never guesses.
+
+`teacher.checkpoint` names a local file, a URL, or `torchvision:<Weights>` (e.g.
+`torchvision:ResNet18_Weights.IMAGENET1K_V1`); `locate` turns the last two into a file in
+torch's hub cache (`$TORCH_HOME/hub/checkpoints/`), downloaded once, its SHA-256 checked
+against the hash in the file name where the name has one (torchvision's and the CIFAR zoos'
+do). A node without internet uses the file already there: fetch it once on a node with
+internet (`neumeta-dist config CONFIG --fetch-teacher`) or copy it in by hand.
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlparse
 
 import torch
 
+from . import TORCHVISION, is_remote
 from .family import Family, Teacher, _key
 from .resnet import ResNetFamily
 
 FORMATS = ("neumeta", "torchvision")
+_HASH = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's rule: name-<sha256 prefix>.ext
+
+
+def url_of(spec: str) -> str:
+    """The URL a remote spec names; ValueError naming the spec when torchvision has no such weights."""
+    if not spec.startswith(TORCHVISION):
+        return spec
+    import torchvision
+
+    name = spec.removeprefix(TORCHVISION)
+    try:
+        return torchvision.models.get_weight(name).url
+    except (ValueError, KeyError, AttributeError) as e:
+        raise ValueError(f"torchvision has no weights {name!r} ({e}): name them as <Enum>.<member>, "
+                         "e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1") from None
+
+
+def cached_path(spec: str) -> Path:
+    """Where `locate` keeps a remote spec's file: torch's hub cache, under the URL's file name."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url_of(spec)).path).name
+
+
+def locate(spec: str) -> Path:
+    """The local file of `teacher.checkpoint`: the path itself, or the cached download of a
+    remote spec (fetched now if absent; `download_url_to_file` writes a temporary file and
+    renames it, so an interrupted download leaves nothing behind). ValueError, one line, when
+    the download fails or its hash differs."""
+    if not is_remote(spec):
+        return Path(spec)
+    path = cached_path(spec)
+    if path.is_file():
+        return path
+    url = url_of(spec)
+    m = _HASH.search(path.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), m.group(1) if m else None, progress=True)
+    except Exception as e:  # URLError, HTTPError, the hash check's RuntimeError, ...
+        raise ValueError(f"download of {url} failed ({type(e).__name__}: {str(e).strip().splitlines()[0]}); "
+                         f"without internet here, put the file at {path} or set teacher.checkpoint to a "
+                         "local path") from None
+    return path
 _SHOWN = 8  # keys named per kind of mismatch before "â€¦ (+N more)": one readable line
 
 

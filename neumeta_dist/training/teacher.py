@@ -50,7 +50,7 @@ def load_teacher(cfg: Config, family: Family) -> dict | None:
         return load_torch(path, "teacher checkpoint")
     if not cfg.teacher.checkpoint:
         return None
-    return import_teacher(Path(cfg.teacher.checkpoint), cfg.teacher.format, family)
+    return import_teacher(cfg.teacher.checkpoint, cfg.teacher.format, family)
 
 
 def teacher_network(family: Family, art: dict) -> Teacher:
@@ -60,16 +60,21 @@ def teacher_network(family: Family, art: dict) -> Teacher:
     return net.eval()
 
 
-def import_teacher(path: Path, fmt: str, family: Family) -> dict:
-    """`teacher.checkpoint`: our artefact as saved, or a model zoo's state dict (torchvision's
-    ResNet layout, models/zoo.py) mapped onto the family, its accuracy None until measured."""
+def import_teacher(spec: str, fmt: str, family: Family) -> dict:
+    """`teacher.checkpoint` (a path, a URL or torchvision weights: models/zoo.py): our artefact
+    as saved, or a model zoo's state dict (torchvision's ResNet layout) mapped onto the family,
+    its accuracy None until measured."""
+    try:
+        path = zoo.locate(spec)
+    except ValueError as e:
+        raise CheckpointError(f"teacher.checkpoint {spec}: {e}") from None
     obj = load_torch(path, "teacher checkpoint (teacher.checkpoint)")
     try:
         fmt = zoo.checkpoint_format(obj) if fmt == "auto" else fmt
         if fmt == "torchvision":
             return {"state_dict": zoo.from_torchvision(family, obj), "family": dataclasses.asdict(family),
                     "accuracy": None, "params": parameter_count(family, family.full_sizes()),
-                    "source": {"path": str(path), "format": fmt}}
+                    "source": {"path": spec, "file": str(path), "format": fmt}}
     except ValueError as e:  # a checkpoint problem: one line under every entry point
         raise CheckpointError(f"teacher.checkpoint {path} ({fmt} format): {e}") from None
     if not isinstance(obj, dict) or obj.get("family") != dataclasses.asdict(family):
@@ -86,7 +91,8 @@ def train_teacher(cfg: Config, accelerator, splits: Splits, family: Family, call
     An imported zoo teacher is scored on the test split once and kept as the run's teacher.pt,
     so that every later command reads its accuracy instead of measuring it again.
     """
-    art = load_teacher(cfg, family)
+    with accelerator.main_process_first():  # a zoo teacher is downloaded once, not by every rank
+        art = load_teacher(cfg, family)
     if art is not None and art["accuracy"] is not None:
         return art
     run = RunDir(cfg.run_dir)
