@@ -39,6 +39,13 @@ def test_imagenet_config_trains_end_to_end_from_shards_written_by_the_cli(tmp_pa
     index = json.loads((shards / "index.json").read_text())
     assert index["splits"]["test"]["count"] == 12
     run = tmp_path / "run"
+    # the budget `plan` prints for the config, from the shards' own count (27 training images here)
+    plan = subprocess.run([str(BIN / "neumeta-dist"), "plan", "--config", str(ROOT / "configs/imagenet_resnet18.yaml"),
+                           f"data.root={shards}", *TINY, f"run_dir={run}"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    n_train = index["splits"]["train"]["count"]
+    assert f"epochs of {n_train:,}" in plan.stdout and "16 heads of 16 × 1" in plan.stdout
     cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "launch/train.py"), "--config",
            str(ROOT / "configs/imagenet_resnet18.yaml"), f"data.root={shards}", *TINY, f"run_dir={run}"]
