@@ -17,8 +17,11 @@ from neumeta_dist.models.registry import build_family
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_six_widths_an_eval_pass_and_a_partial_batch_compile_no_graph_after_the_first_two_widths(monkeypatch):
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 64)  # an error, not a silent eager fallback
+# A recompile past the limit is an error here, not a silent eager fallback. Set through torch's
+# own `config.patch`: pytest's monkeypatch deletes a config-module key on undo (torch 2.14), and
+# every later compile in the process then fails ("recompile_limit does not exist").
+@torch._dynamo.config.patch(recompile_limit=64)
+def test_six_widths_an_eval_pass_and_a_partial_batch_compile_no_graph_after_the_first_two_widths():
     torch._dynamo.reset()
     family = build_family("lenet", 0.5, in_channels=1)
     net = make_net(family).train()

@@ -83,9 +83,10 @@ def test_auto_kernel_is_the_loop_on_cpu_and_grouped_only_where_aligned():
         inr(torch.rand(10, 6), [(0, 0, 4), (1, 5, 10)])
 
 
-def test_compiled_inr_and_student_equal_eager(monkeypatch):
-    # LeNet, the smallest family, and in-process kernel builds: compilation stays short on a CPU
-    monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)
+# LeNet, the smallest family, and in-process kernel builds: compilation stays short on a CPU.
+# torch's config.patch, not monkeypatch: see tests/test_compilation.py
+@torch._inductor.config.patch(compile_threads=1)
+def test_compiled_inr_and_student_equal_eager():
     torch._dynamo.reset()
     net = _randomise_scales(make_net(build_family("lenet", 0.25, in_channels=1)).train())
     x = torch.randn(2, 1, 28, 28)
