@@ -11,7 +11,7 @@ import pytest
 from neumeta_dist.config import load_config
 from neumeta_dist.core.sizing import budget_lines, generation_cost, suggested_freqs, suggested_hidden
 from neumeta_dist.models.registry import build_family
-from neumeta_dist.recipe.stages import generated_layers
+from neumeta_dist.recipe.stages import generated_layers, images_note
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_TRAIN = 1_281_167 - 12_812  # ImageNet-1k less the 1 % holdout the headers assume
@@ -93,3 +93,13 @@ def test_the_rule_reproduces_the_width_05_evidence_and_bounds_generation_by_the_
     assert generation_cost(family, layers, 512, 3, 12, 256, 224).ratio > 5
     hidden = suggested_hidden(family, layers, 3, 256, 224)
     assert hidden < 512 and generation_cost(family, layers, hidden, 3, 12, 256, 224).ratio <= 1.0
+
+
+def test_a_multi_process_launch_of_an_epoch_budget_says_what_it_draws():
+    """train.epochs counts one process's steps: 8 GPUs on imagenet_resnet18.yaml draw 160 epochs,
+    and the stage says so (training/loop.py prints it) with the value that keeps 20."""
+    cfg = _config("imagenet_resnet18")
+    assert images_note(cfg, IMAGENET_TRAIN, 1) is None
+    note = images_note(cfg, IMAGENET_TRAIN, 8)
+    assert "on 8 processes the stage draws 160.0 epochs" in note and "train.epochs=2.5 keeps 20" in note
+    assert images_note(load_config(ROOT / "configs/demo.yaml", files=False), 54_000, 8) is None  # max_steps

@@ -83,6 +83,19 @@ def steps_per_stage(cfg: "Config", n_train: int) -> int:
     return cfg.train.max_steps or max(1, int(cfg.train.epochs * n_train / per_step))
 
 
+def images_note(cfg: "Config", n_train: int, world: int) -> str | None:
+    """What `train.epochs` means on `world` processes, when it is not what it says: the stage's
+    steps are counted for one process, each of the `world` draws its own micro-batches, so the
+    stage sees `world` × the epochs (None on one process, or with train.max_steps)."""
+    if world == 1 or cfg.train.max_steps:
+        return None
+    steps = steps_per_stage(cfg, n_train)
+    epochs = steps * cfg.data.batch_size * cfg.train.widths_per_step * world / n_train
+    return (f"train.epochs={cfg.train.epochs:g} counts one process's steps ({steps:,}): on {world} processes the "
+            f"stage draws {epochs:.1f} epochs of images; train.epochs={cfg.train.epochs / world:g} keeps "
+            f"{cfg.train.epochs:g}")
+
+
 def generated_layers(family: Family, which: str) -> tuple[Layer, ...]:
     """Every layer the INR generates once the whole plan has run."""
     return tuple(l for u in units(family, which) for l in u.layers)

@@ -36,7 +36,7 @@ from ..evaluation.sweep import network_at
 from ..models.family import Teacher
 from ..recipe.inr_init import initialise_stage, reconstruction_error, reconstruction_warmup
 from ..recipe.losses import step_losses
-from ..recipe.stages import Stage, steps_per_stage
+from ..recipe.stages import Stage, images_note, steps_per_stage
 from ..recipe.widths import TrainingWidths
 from ..records import lineage
 from .checkpointer import Checkpointer
@@ -110,6 +110,8 @@ def _train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None, 
     parallel.register_external_parameters(accelerator, model)
     model.generation = generation_strategy(tc.generation)
     log.print(f"{sdir.name}: weight generation {model.generation}")
+    if note := images_note(cfg, len(ctx.splits.train), accelerator.num_processes):
+        log.print(f"{sdir.name}: {note}")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
     with parallel.gathered(accelerator, model):
         ema = EMA(model, tc.ema_decay)
