@@ -50,8 +50,7 @@ def measure(cfg, device: torch.device, steps: int, warmup: int, n_train: int) ->
     from neumeta_dist.models.norms import norm_strategy
     from neumeta_dist.models.registry import build_family
     from neumeta_dist.recipe.stages import generated_layers, steps_per_stage
-    from neumeta_dist.training.execution import Execution
-    from neumeta_dist.training.loop import _param_groups, train_step
+    from neumeta_dist.training.loop import prepare_step, train_step
     from neumeta_dist.training.trained import build_net
 
     channels, side, classes, _ = shape(cfg)
@@ -65,12 +64,8 @@ def measure(cfg, device: torch.device, steps: int, warmup: int, n_train: int) ->
     parallel.configure(accelerator, tc.widths_per_step, tc.grad_clip, tc.clip_mode, cfg.data.batch_size, tc.precision)
     model = build_net(cfg, family, teacher.folded()).to(accelerator.device)
     model.activate(generated_layers(family, cfg.meta.generated))
-    ex = Execution.from_config(tc)
-    opt = torch.optim.AdamW(_param_groups(cfg, model), **ex.optimizer_kwargs(accelerator.device))
-    net, opt = accelerator.prepare(model, opt)
-    parallel.register_external_parameters(accelerator, accelerator.unwrap_model(net))
     kd_teacher = teacher.to(accelerator.device).requires_grad_(False) if cfg.loss.kd > 0 else None
-    ex.prepare(accelerator.unwrap_model(net), kd_teacher)
+    net, opt, ex, kd_teacher = prepare_step(cfg, accelerator, model, kd_teacher)
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(cfg.data.batch_size, channels, side, side, generator=g).to(accelerator.device),
                 torch.randint(0, classes, (cfg.data.batch_size,), generator=g).to(accelerator.device))

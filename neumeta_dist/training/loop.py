@@ -103,21 +103,14 @@ def _train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None, 
     log = Logger(accelerator, ctx.run.tb(sdir.name), total, sdir.name, log_with=cfg.train.log_with, config=cfg.to_dict())
     if resume_from is None:
         _initialise(cfg, model, stage, log)
-    ex = Execution.from_config(tc)
-    opt = torch.optim.AdamW(_param_groups(cfg, model), **ex.optimizer_kwargs(accelerator.device))
-    net, opt = accelerator.prepare(model, opt)
+    net, opt, ex, teacher = prepare_step(cfg, accelerator, model, teacher)
     model = accelerator.unwrap_model(net)
-    parallel.register_external_parameters(accelerator, model)
-    model.generation = generation_strategy(tc.generation)
     log.print(f"{sdir.name}: weight generation {model.generation}")
     if note := images_note(cfg, len(ctx.splits.train), accelerator.num_processes):
         log.print(f"{sdir.name}: {note}")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
     with parallel.gathered(accelerator, model):
         ema = EMA(model, tc.ema_decay)
-    if teacher is not None:
-        teacher = parallel.prepare_teacher(accelerator, teacher, tc.teacher_mode, tc.precision)
-    ex.prepare(model, teacher)
 
     start = checkpointer.resume(sched, ema)
     log.progress(start)
@@ -156,6 +149,24 @@ def _train_stage(ctx: RunContext, accelerator, k: int, teacher: Teacher | None, 
     checkpointer.finish(final, {"steps": total, "val": final["val"], "wall_s": round(time.perf_counter() - t0, 1),
                                 "made_by": lineage.record(cfg, k)})
     return final
+
+
+def prepare_step(cfg: Config, accelerator, model: MetamorphicNet, teacher: Teacher | None = None):
+    """What `train_step` runs on, from a stage's network: the prepared network and its
+    optimiser (per-group lr and decay, fused on CUDA), the execution settings applied, the
+    weight-generation strategy installed, and the KD teacher (if any) placed for the ranks.
+    benchmarks/config_step.py times the step on exactly this."""
+    tc = cfg.train
+    ex = Execution.from_config(tc)
+    opt = torch.optim.AdamW(_param_groups(cfg, model), **ex.optimizer_kwargs(accelerator.device))
+    net, opt = accelerator.prepare(model, opt)
+    model = accelerator.unwrap_model(net)
+    parallel.register_external_parameters(accelerator, model)
+    model.generation = generation_strategy(tc.generation)
+    if teacher is not None:
+        teacher = parallel.prepare_teacher(accelerator, teacher, tc.teacher_mode, tc.precision)
+    ex.prepare(model, teacher)
+    return net, opt, ex, teacher
 
 
 def train_step(cfg: Config, accelerator, net, opt, data, step: int, ex: Execution, teacher=None,
