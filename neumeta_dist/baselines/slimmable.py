@@ -48,7 +48,7 @@ from ..evaluation.results import write_results
 from ..evaluation.sweep import width_row
 from ..models.family import Layer, Teacher, layer_areas, mac_count, parameter_count
 from ..recipe.losses import kd
-from ..recipe.stages import generated_layers, metamorphic_groups
+from ..recipe.stages import generated_layers, metamorphic_groups, steps_per_stage
 from ..recipe.widths import TrainingWidths
 from ..records import provenance
 from ..training.context import RunContext
@@ -105,7 +105,7 @@ def budget_steps(cfg: Config, n_train: int, n_stages: int) -> int:
     """Steps that spend the metamorphic pipeline's images: every stage's (`slimmable.budget:
     stages`), or the teacher's epochs too (`pipeline`, the published comparison)."""
     per_step = cfg.data.batch_size * cfg.train.widths_per_step
-    stage_steps = cfg.train.max_steps or max(1, int(cfg.train.epochs * n_train / per_step))
+    stage_steps = steps_per_stage(cfg, n_train)
     # the teacher's epochs count even when the run loads it (teacher.checkpoint): it was
     # trained for the pipeline all the same
     teacher = cfg.teacher.epochs * n_train if cfg.slimmable.budget == "pipeline" else 0

@@ -58,8 +58,7 @@ class GenerationCost:
 def generation_cost(family: Family, layers: tuple[Layer, ...], hidden: int, depth: int, num_freqs: int,
                     batch: int, image_size: int) -> GenerationCost:
     """Matmul FLOPs (2 per multiply-add; a backward costs twice its forward)."""
-    out_dim = max(max(l.k, 1) for l in layers) ** 2
-    per_coord = COORD_DIM * 2 * num_freqs * hidden + depth * hidden * hidden + hidden * out_dim
+    per_coord = COORD_DIM * 2 * num_freqs * hidden + depth * hidden * hidden + hidden * _out_dim(layers)
     student = mac_count(family, family.full_sizes(), layer_areas(family, image_size))
     return GenerationCost(3 * 2 * coordinates(family, layers) * per_coord, 3 * 2 * batch * student)
 
@@ -91,7 +90,7 @@ def budget_lines(cfg, family: Family, n_train: int, image_size: int) -> list[str
     cost = generation_cost(family, layers, i.hidden, i.layers, i.num_freqs, b, image_size)
     heads = 2 * len(layers) if i.heads == "per_tensor" else 1  # a weight and a bias per layer
     with torch.device("meta"):  # shapes only: counting a 60 M-parameter INR allocates nothing
-        inr = sum(p.numel() for p in INR(heads, max(max(l.k, 1) for l in layers) ** 2, i.hidden, i.layers,
+        inr = sum(p.numel() for p in INR(heads, _out_dim(layers), i.hidden, i.layers,
                                          i.num_freqs, i.activation).parameters())
     net = parameter_count(family, family.full_sizes())
     hint = (f"{suggested_hidden(family, layers, i.layers, b, image_size)} × {i.layers}, "
@@ -103,6 +102,11 @@ def budget_lines(cfg, family: Family, n_train: int, image_size: int) -> list[str
             f"parameters (the network at full width: {net / 1e6:.2f} M; core/sizing.py suggests {hint})",
             f"one full-width micro-batch: generation {_flop(cost.generation)} + student {_flop(cost.student)} "
             f"(forward + backward; ratio {cost.ratio:.2f})"]
+
+
+def _out_dim(layers: tuple[Layer, ...]) -> int:
+    """The INR's outputs per coordinate: the largest kernel's K × K (MetamorphicNet.kernel)."""
+    return max(max(l.k, 1) for l in layers) ** 2
 
 
 def _flop(n: float) -> str:

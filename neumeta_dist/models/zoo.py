@@ -30,6 +30,7 @@ from .family import Family, Teacher, _key
 from .resnet import ResNetFamily
 
 FORMATS = ("neumeta", "torchvision")
+_SHOWN = 8  # keys named per kind of mismatch before "… (+N more)": one readable line
 _HASH = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's rule: name-<sha256 prefix>.ext
 
 
@@ -72,7 +73,6 @@ def locate(spec: str) -> Path:
                          f"without internet here, put the file at {path} or set teacher.checkpoint to a "
                          "local path") from None
     return path
-_SHOWN = 8  # keys named per kind of mismatch before "… (+N more)": one readable line
 
 
 def checkpoint_format(obj) -> str:
