@@ -49,7 +49,7 @@ def measure(cfg, device: torch.device, steps: int, warmup: int, n_train: int) ->
     from neumeta_dist.models.family import Teacher
     from neumeta_dist.models.norms import norm_strategy
     from neumeta_dist.models.registry import build_family
-    from neumeta_dist.recipe.stages import generated_layers, steps_per_stage
+    from neumeta_dist.recipe.stages import generated_layers, step_images, steps_per_stage
     from neumeta_dist.training.loop import prepare_step, train_step
     from neumeta_dist.training.trained import build_net
 
@@ -80,7 +80,7 @@ def measure(cfg, device: torch.device, steps: int, warmup: int, n_train: int) ->
         torch.cuda.reset_peak_memory_stats(device)
     r = timed(step, device, steps, warmup)
     total = steps_per_stage(cfg, n_train)
-    images = cfg.data.batch_size * tc.widths_per_step
+    images = step_images(cfg)
     out = {"median_step_s": r["median_s"], "min_step_s": r["min_s"], "first_step_s": r["first_call_s"],
            "images_per_s": images / r["median_s"], "images_per_step": images, "train_images": n_train,
            "steps_per_stage": total, "stage_hours": total * r["median_s"] / 3600,

@@ -48,7 +48,7 @@ from ..evaluation.results import write_results
 from ..evaluation.sweep import width_row
 from ..models.family import Layer, Teacher, layer_areas, mac_count, parameter_count
 from ..recipe.losses import kd
-from ..recipe.stages import generated_layers, metamorphic_groups, steps_per_stage
+from ..recipe.stages import generated_layers, metamorphic_groups, step_images, steps_per_stage
 from ..recipe.widths import TrainingWidths
 from ..records import provenance
 from ..training.context import RunContext
@@ -104,7 +104,7 @@ def calibrate(net: Slimmable, sizes: Mapping[str, int], images: torch.Tensor, ch
 def budget_steps(cfg: Config, n_train: int, n_stages: int) -> int:
     """Steps that spend the metamorphic pipeline's images: every stage's (`slimmable.budget:
     stages`), or the teacher's epochs too (`pipeline`, the published comparison)."""
-    per_step = cfg.data.batch_size * cfg.train.widths_per_step
+    per_step = step_images(cfg)
     stage_steps = steps_per_stage(cfg, n_train)
     # the teacher's epochs count even when the run loads it (teacher.checkpoint): it was
     # trained for the pipeline all the same
@@ -303,7 +303,7 @@ def run(cfg: Config, steps: int | None = None) -> dict:
                "stages_completed": 1, "stages_planned": 1, "generated_layers": [],
                **provenance.record(config=cfg.to_dict(), seed=cfg.train.seed, steps=steps,
                                    images=steps * images_per_step(cfg),
-                                   image_passes=steps * cfg.data.batch_size * cfg.train.widths_per_step,
+                                   image_passes=steps * step_images(cfg),
                                    selected_step=saved.get("selected_step"),
                                    val=saved.get("val"),
                                    train_widths=list(widths.discrete) or [widths.low, widths.high],

@@ -80,12 +80,12 @@ def budget_lines(cfg, family: Family, n_train: int, image_size: int) -> list[str
     """What one GPU (one process) spends per stage under `cfg`, as the config headers state it
     and `neumeta-dist plan` prints it: steps, images, epochs, the INR against the network, and
     a step's FLOPs. `n_train`: the training split's images; `image_size`: the side fed in."""
-    from ..recipe.stages import generated_layers, stage_plan, steps_per_stage
+    from ..recipe.stages import generated_layers, stage_plan, step_images, steps_per_stage
 
     layers = generated_layers(family, cfg.meta.generated)
     stages = stage_plan(cfg, family)
     steps = steps_per_stage(cfg, n_train)
-    per_step = cfg.data.batch_size * cfg.train.widths_per_step
+    per_step = step_images(cfg)
     i, b = cfg.inr, cfg.data.batch_size
     cost = generation_cost(family, layers, i.hidden, i.layers, i.num_freqs, b, image_size)
     heads = 2 * len(layers) if i.heads == "per_tensor" else 1  # a weight and a bias per layer

@@ -77,10 +77,14 @@ def stage_plan(cfg: "Config", family: Family) -> tuple[Stage, ...]:
     return plan(family, cfg.meta.generated, cfg.recipe.incremental, cfg.recipe.units_per_stage)
 
 
+def step_images(cfg: "Config") -> int:
+    """Images one optimiser step draws on one process: a micro-batch for each width."""
+    return cfg.data.batch_size * cfg.train.widths_per_step
+
+
 def steps_per_stage(cfg: "Config", n_train: int) -> int:
     """Optimiser steps of one stage: train.max_steps, or train.epochs over the training split."""
-    per_step = cfg.data.batch_size * cfg.train.widths_per_step
-    return cfg.train.max_steps or max(1, int(cfg.train.epochs * n_train / per_step))
+    return cfg.train.max_steps or max(1, int(cfg.train.epochs * n_train / step_images(cfg)))
 
 
 def images_note(cfg: "Config", n_train: int, world: int) -> str | None:
@@ -90,7 +94,7 @@ def images_note(cfg: "Config", n_train: int, world: int) -> str | None:
     if world == 1 or cfg.train.max_steps:
         return None
     steps = steps_per_stage(cfg, n_train)
-    epochs = steps * cfg.data.batch_size * cfg.train.widths_per_step * world / n_train
+    epochs = steps * step_images(cfg) * world / n_train
     return (f"train.epochs={cfg.train.epochs:g} counts one process's steps ({steps:,}): on {world} processes the "
             f"stage draws {epochs:.1f} epochs of images; train.epochs={cfg.train.epochs / world:g} keeps "
             f"{cfg.train.epochs:g}")
